@@ -2,5 +2,10 @@
 //!
 //! Data flows one way: reference → manifest → blobs (store) → layers → rootfs → exec.
 
+pub mod cli;
+pub mod logging;
 pub mod manifest;
+pub mod pull;
 pub mod reference;
+pub mod registry;
+pub mod store;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::reference::{Digest, ReferenceError};
-pub use platform::Platform;
+pub use platform::{select as select_platform, Platform};
 
 /// Manifests, indexes and configs are small; anything larger is hostile or broken.
 pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;

@@ -1,0 +1,158 @@
+//! `images`, `inspect`, `rm`: what the store holds, read without the network.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::manifest::Platform;
+use crate::pull;
+use crate::reference::{Digest, Reference};
+use crate::store::Store;
+
+fn ago(then: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let s = now.saturating_sub(then);
+    match s {
+        0..=59 => format!("{s} seconds ago"),
+        60..=3599 => format!("{} minutes ago", s / 60),
+        3600..=86399 => format!("{} hours ago", s / 3600),
+        _ => format!("{} days ago", s / 86400),
+    }
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn list(store: &Store, as_json: bool) -> Result<()> {
+    let entries = store.index().list()?;
+    if as_json {
+        let v: Vec<_> = entries
+            .iter()
+            .map(|(r, e)| {
+                json!({"reference": r, "digest": e.digest.to_string(), "manifest": e.manifest.to_string(),
+                       "platform": e.platform, "size": e.size, "resolved": e.resolved})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<50} {:<19} {:<14} {:>9}  PULLED", "REFERENCE", "DIGEST", "PLATFORM", "SIZE");
+    for (r, e) in entries {
+        println!(
+            "{:<50} {:<19} {:<14} {:>9}  {}",
+            r,
+            &e.digest.to_string()[..19],
+            e.platform,
+            human(e.size),
+            ago(e.resolved)
+        );
+    }
+    Ok(())
+}
+
+/// The platform an image was pulled for, so `inspect` shows what `run` would use.
+fn stored_platform(store: &Store, r: &Reference, explicit: Option<&str>) -> Result<Platform> {
+    if let Some(p) = explicit {
+        return p.parse().map_err(anyhow::Error::msg);
+    }
+    let key = r.tagged_name().unwrap_or_else(|| r.to_string());
+    Ok(store
+        .index()
+        .get(&key)?
+        .and_then(|e| e.platform.parse().ok())
+        .unwrap_or_else(Platform::host))
+}
+
+pub fn inspect(store: &Store, r: &Reference, platform: Option<&str>) -> Result<()> {
+    let platform = stored_platform(store, r, platform)?;
+    let img = pull::load(store, r, &platform).with_context(|| format!("inspecting {r}"))?;
+    let layers: Vec<_> = img
+        .layers
+        .iter()
+        .map(|l| {
+            json!({
+                "Digest": l.blob.digest.to_string(),
+                "Size": l.blob.size,
+                "MediaType": l.blob.media_type,
+                "DiffID": l.diff_id.as_ref().map(|d| d.to_string())
+                    .unwrap_or_else(|| "not available (schema1 has no diff_ids)".into()),
+            })
+        })
+        .collect();
+    let out = json!({
+        "Name": r.to_string(),
+        "Digest": img.digest.to_string(),
+        "Manifest": img.manifest.to_string(),
+        "ConfigDigest": img.config_digest.as_ref().map(|d| d.to_string()),
+        "Schema1": img.schema1,
+        "Platform": img.platform.to_string(),
+        "Config": {
+            "Entrypoint": img.config.entrypoint,
+            "Cmd": img.config.cmd,
+            "Env": img.config.env,
+            "User": img.config.user,
+            "WorkingDir": img.config.working_dir,
+        },
+        "Layers": layers,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Removes references, then every blob that no remaining reference needs.
+pub fn remove(store: &Store, images: &[String]) -> Result<()> {
+    for i in images {
+        let r: Reference = i.parse().with_context(|| format!("parsing {i:?}"))?;
+        let key = r.tagged_name().unwrap_or_else(|| r.to_string());
+        let removed = store.index().update(|refs| refs.remove(&key))?;
+        if removed.is_none() {
+            anyhow::bail!("{key} is not in the store (see `skiff images`)");
+        }
+        println!("{key}");
+    }
+    collect_blobs(store)
+}
+
+/// Blobs used by some reference in the index.
+pub fn referenced_blobs(store: &Store) -> Result<BTreeSet<Digest>> {
+    let mut keep = BTreeSet::new();
+    for (name, e) in store.index().list()? {
+        let platform = e.platform.parse().unwrap_or_else(|_| Platform::host());
+        match pull::load_digest(store, &name, &e.digest, &platform) {
+            Ok(img) => keep.extend(img.blobs()),
+            // A damaged image keeps what it still names rather than losing it all.
+            Err(err) => {
+                tracing::warn!(reference = %name, error = %err, "cannot read image; keeping its known blobs");
+                keep.insert(e.digest);
+                keep.insert(e.manifest);
+            }
+        }
+    }
+    Ok(keep)
+}
+
+fn collect_blobs(store: &Store) -> Result<()> {
+    let keep = referenced_blobs(store)?;
+    for d in store.list_blobs()? {
+        if !keep.contains(&d) {
+            store.remove_blob(&d)?;
+            tracing::debug!(digest = %d, "removed unreferenced blob");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The command line: clap structs turned into one validated configuration, then dispatched.
+
+mod images;
+mod progress;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::manifest::Platform;
+use crate::pull::{self, PullPolicy};
+use crate::reference::{Digest, Reference};
+use crate::registry::{self, auth::Credentials};
+use crate::store::{Store, DEFAULT_ROOT};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Pull a verified container image and exec it in place",
+    long_about = "skiff pulls a container image from a registry, verifies every byte against its \
+digest, unpacks the rootfs and execs the payload in its own mount namespace."
+)]
+pub struct Cli {
+    /// The store directory.
+    #[arg(long, global = true, env = "SKIFF_ROOT", default_value = DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
+    pub log_level: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Allow plain HTTP to this registry (HOST[:PORT]); loopback registries always may.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure: Vec<String>,
+    /// Trust this CA bundle for every registry, besides the host's trust store.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Vec<PathBuf>,
+    /// Per-registry CAs: DIR/HOST[:PORT]/*.crt.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/etc/skiff/certs.d")]
+    pub certs_dir: PathBuf,
+    /// Credentials for the image's registry.
+    #[arg(long, global = true, value_name = "USER:PASS", env = "SKIFF_CREDS", hide_env_values = true)]
+    pub creds: Option<String>,
+    /// Try MIRROR (HOST[:PORT]) before REGISTRY, in the order given.
+    #[arg(long, global = true, value_name = "REGISTRY=MIRROR")]
+    pub mirror: Vec<String>,
+    /// Retries for connection errors, 429 and 5xx.
+    #[arg(long, global = true, default_value_t = 4)]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// The image: [REGISTRY[:PORT]/]PATH[:TAG][@sha256:DIGEST]
+    pub image: String,
+    /// Pin the manifest digest (sha256:…); the registry must serve exactly this.
+    #[arg(long)]
+    pub digest: Option<String>,
+    /// OS/ARCH[/VARIANT] to choose from a multi-platform image (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PullArgs {
+    /// always: ask the registry; missing: ask for tags, use the store when offline; never: store only.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: PullPolicy,
+    /// Layers downloaded at once.
+    #[arg(long, default_value_t = 4)]
+    pub max_parallel: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pull an image into the store, verifying every blob.
+    Pull {
+        #[command(flatten)]
+        image: ImageArgs,
+        #[command(flatten)]
+        pull: PullArgs,
+    },
+    /// List the images in the store.
+    Images {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's digests, config and layers (from the store).
+    Inspect {
+        #[command(flatten)]
+        image: ImageArgs,
+    },
+    /// Remove an image reference and the blobs no other reference uses.
+    Rm {
+        /// References to remove.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
+
+/// Parses an image argument with its `--digest` pin.
+pub fn reference(args: &ImageArgs) -> Result<Reference> {
+    let mut r: Reference = args
+        .image
+        .parse()
+        .with_context(|| format!("parsing image reference {:?}", args.image))?;
+    if let Some(d) = &args.digest {
+        let d: Digest = d.parse().context("parsing --digest")?;
+        r = r.with_digest(d).map_err(|(a, b)| {
+            anyhow::anyhow!("the reference pins {a} but --digest says {b}; give one pin")
+        })?;
+    }
+    Ok(r)
+}
+
+pub fn platform(args: &ImageArgs) -> Result<(Platform, bool)> {
+    match &args.platform {
+        Some(p) => Ok((p.parse().map_err(anyhow::Error::msg)?, true)),
+        None => Ok((Platform::host(), false)),
+    }
+}
+
+impl RegistryArgs {
+    pub fn client(&self) -> Result<registry::Client> {
+        let creds = self
+            .creds
+            .as_deref()
+            .map(Credentials::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .context("parsing --creds")?;
+        let mirrors = self
+            .mirror
+            .iter()
+            .map(|m| {
+                m.split_once('=')
+                    .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .with_context(|| format!("--mirror {m:?}: expected REGISTRY=MIRROR"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(registry::Client::new(registry::Options {
+            insecure: self.insecure.clone(),
+            tls_ca: self.tls_ca.clone(),
+            certs_dir: self.certs_dir.clone(),
+            creds,
+            mirrors,
+            retries: self.retries,
+            ..registry::Options::default()
+        }))
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Pull { image, pull } => {
+            let store = open_store(&cli)?;
+            let img = pull_image(&cli, &store, image, pull)?;
+            println!("{}", img.digest);
+            Ok(())
+        }
+        Command::Images { json } => images::list(&open_store(&cli)?, *json),
+        Command::Inspect { image } => {
+            let store = open_store(&cli)?;
+            let r = reference(image)?;
+            images::inspect(&store, &r, image.platform.as_deref())
+        }
+        Command::Rm { images } => images::remove(&open_store(&cli)?, images),
+    }
+}
+
+pub fn open_store(cli: &Cli) -> Result<Store> {
+    Store::open(&cli.root).with_context(|| format!("opening the store at {}", cli.root.display()))
+}
+
+/// Pulls an image per the flags; what `pull` and `run` share.
+pub fn pull_image(cli: &Cli, store: &Store, image: &ImageArgs, args: &PullArgs) -> Result<pull::Image> {
+    let r = reference(image)?;
+    let (platform, platform_explicit) = platform(image)?;
+    let client = cli.registry.client()?;
+    let reporter = progress::Reporter::new();
+    let req = pull::Request {
+        reference: &r,
+        platform,
+        platform_explicit,
+        policy: args.pull,
+        max_parallel: args.max_parallel.max(1),
+    };
+    let result = pull::pull(store, &client, &req, &reporter);
+    reporter.done();
+    result.with_context(|| format!("pulling {r}"))
+}
+
+/// The exit status for an error that ended skiff before any payload ran. 125 is what podman and
+/// docker use for "the launcher failed", so it is not mistaken for the payload's own status.
+pub fn exit_code(_e: &anyhow::Error) -> u8 {
+    125
+}

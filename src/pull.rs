@@ -1,0 +1,448 @@
+//! Pulling: reference → manifest → config → layer blobs, every step verified, into the store.
+//!
+//! Documents addressed by digest are immutable, so once in the store they are read from there:
+//! a pinned warm start touches no network. Tags are re-resolved unless the policy says not to,
+//! and with `--pull=missing` a registry that cannot be reached falls back to the cached answer.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use crate::manifest::{
+    self, Config, Descriptor, Document, Layer, ManifestError, Platform, RuntimeConfig,
+};
+use crate::reference::{Digest, Reference};
+use crate::registry::{Client, RegistryError, Repo};
+use crate::store::{Begin, IndexEntry, Store, StoreError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Always ask the registry; fail when it cannot be reached.
+    Always,
+    /// Ask the registry for tags, fetch what is missing; offline, use the store.
+    Missing,
+    /// Never touch the network; the image must be in the store.
+    Never,
+}
+
+impl FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Manifest {
+        what: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("manifest digest mismatch for {reference}: pinned {expected}, registry served {actual}")]
+    PinMismatch {
+        reference: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{reference}: {why}")]
+    Platform { reference: String, why: String },
+    #[error("{reference} is not in the store at {root}{hint}")]
+    NotInStore {
+        reference: String,
+        root: String,
+        hint: &'static str,
+    },
+    #[error("{0} cannot be reached and {1} has no cached resolution")]
+    Offline(String, String),
+}
+
+/// An image resolved to the bytes it runs from.
+#[derive(Clone, Debug)]
+pub struct Image {
+    /// What the reference resolved to (an index or a manifest).
+    pub digest: Digest,
+    /// The platform's image manifest.
+    pub manifest: Digest,
+    pub config_digest: Option<Digest>,
+    pub platform: Platform,
+    pub config: RuntimeConfig,
+    /// Bottom layer first.
+    pub layers: Vec<Layer>,
+    pub schema1: bool,
+}
+
+impl Image {
+    pub fn size(&self) -> u64 {
+        self.layers.iter().filter_map(|l| l.blob.size).sum()
+    }
+
+    /// Every blob the image needs, for `gc`.
+    pub fn blobs(&self) -> Vec<Digest> {
+        let mut out = vec![self.digest.clone(), self.manifest.clone()];
+        out.extend(self.config_digest.clone());
+        out.extend(self.layers.iter().map(|l| l.blob.digest.clone()));
+        out
+    }
+}
+
+/// Where documents come from: the registry (through the store) or the store alone.
+enum Source<'a> {
+    Online(&'a Store, Repo<'a>),
+    Offline(&'a Store),
+}
+
+impl Source<'_> {
+    fn store(&self) -> &Store {
+        match self {
+            Source::Online(s, _) | Source::Offline(s) => s,
+        }
+    }
+
+    /// A manifest document by digest: the store if it holds it, else the registry.
+    fn manifest_by_digest(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        declared: Option<&str>,
+    ) -> Result<manifest::Parsed, PullError> {
+        let store = self.store();
+        let (body, ct) = if store.has_blob(digest) {
+            (store.read_blob(digest, manifest::MAX_DOCUMENT_BYTES)?, None)
+        } else {
+            match self {
+                Source::Online(_, repo) => {
+                    let f = repo.manifest(&digest.to_string())?;
+                    (f.body, f.content_type)
+                }
+                Source::Offline(s) => return Err(not_in_store(reference, s)),
+            }
+        };
+        let parsed = parse(reference, &body, declared.or(ct.as_deref()))?;
+        if parsed.digest != *digest {
+            return Err(PullError::PinMismatch {
+                reference: reference.to_string(),
+                expected: digest.clone(),
+                actual: parsed.digest,
+            });
+        }
+        store.put_blob(&parsed.digest, &parsed.canonical)?;
+        Ok(parsed)
+    }
+
+    fn config(&self, reference: &str, d: &Descriptor) -> Result<Config, PullError> {
+        let store = self.store();
+        if !store.has_blob(&d.digest) {
+            match self {
+                Source::Online(_, repo) => {
+                    let bytes = repo.small_blob(d)?;
+                    // put_blob verifies digest and size before the config becomes visible.
+                    store.put_blob(&d.digest, &bytes)?;
+                }
+                Source::Offline(s) => return Err(not_in_store(reference, s)),
+            }
+        }
+        let bytes = store.read_blob(&d.digest, manifest::MAX_DOCUMENT_BYTES)?;
+        manifest::parse_config(&bytes).map_err(|source| PullError::Manifest {
+            what: format!("config {} of {reference}", d.digest),
+            source,
+        })
+    }
+}
+
+fn parse(reference: &str, body: &[u8], declared: Option<&str>) -> Result<manifest::Parsed, PullError> {
+    manifest::parse_document(body, declared).map_err(|source| PullError::Manifest {
+        what: format!("manifest of {reference}"),
+        source,
+    })
+}
+
+fn not_in_store(reference: &str, store: &Store) -> PullError {
+    PullError::NotInStore {
+        reference: reference.to_string(),
+        root: store.root().display().to_string(),
+        hint: "; pull it first, or run with --pull=missing",
+    }
+}
+
+/// From a top-level document to the platform's image.
+fn resolve_document(
+    src: &Source,
+    reference: &str,
+    top: manifest::Parsed,
+    wanted: &Platform,
+    platform_explicit: bool,
+) -> Result<Image, PullError> {
+    let digest = top.digest.clone();
+    let (manifest_digest, doc) = match top.document {
+        Document::Index(entries) => {
+            let d = manifest::select_platform(&entries, wanted).map_err(|why| PullError::Platform {
+                reference: reference.to_string(),
+                why,
+            })?;
+            let child = src.manifest_by_digest(reference, &d.digest, Some(&d.media_type))?;
+            if d.size.is_some_and(|s| s != child.canonical.len() as u64) {
+                return Err(StoreError::SizeMismatch {
+                    digest: d.digest.clone(),
+                    expected: d.size.unwrap_or(0),
+                    actual: child.canonical.len() as u64,
+                }
+                .into());
+            }
+            (child.digest, child.document)
+        }
+        other => (digest.clone(), other),
+    };
+    let (config_digest, config, layers, platform, schema1) = match doc {
+        Document::Manifest(m) => {
+            let cfg = src.config(reference, &m.config)?;
+            let layers = m.layers(&cfg).map_err(|source| PullError::Manifest {
+                what: format!("manifest {manifest_digest} of {reference}"),
+                source,
+            })?;
+            (Some(m.config.digest.clone()), cfg.runtime, layers, cfg.platform, false)
+        }
+        Document::Schema1(s) => (None, s.config, s.layers, s.platform, true),
+        Document::Index(_) => {
+            return Err(PullError::Platform {
+                reference: reference.to_string(),
+                why: "an index entry points at another index; nested indexes are not supported".into(),
+            })
+        }
+    };
+    if !platform.satisfies(wanted) {
+        if platform_explicit {
+            return Err(PullError::Platform {
+                reference: reference.to_string(),
+                why: format!("the image is for {platform}, not {wanted}"),
+            });
+        }
+        tracing::warn!(%reference, image = %platform, host = %wanted, "image platform differs from the host's");
+    }
+    Ok(Image {
+        digest,
+        manifest: manifest_digest,
+        config_digest,
+        platform,
+        config,
+        layers,
+        schema1,
+    })
+}
+
+/// What to pull and how.
+pub struct Request<'a> {
+    pub reference: &'a Reference,
+    pub platform: Platform,
+    /// Whether the platform was asked for (a mismatch is then an error, not a warning).
+    pub platform_explicit: bool,
+    pub policy: PullPolicy,
+    pub max_parallel: usize,
+}
+
+/// Progress of layer downloads, shown on a terminal or logged.
+pub trait Progress: Sync {
+    fn start(&self, digest: &Digest, size: Option<u64>, resumed_at: u64);
+    fn advance(&self, digest: &Digest, bytes: u64);
+    fn finish(&self, digest: &Digest);
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn index_key(r: &Reference) -> String {
+    r.tagged_name().unwrap_or_else(|| r.to_string())
+}
+
+/// Resolves a reference to an image whose blobs are all in the store, fetching what is needed.
+pub fn pull(
+    store: &Store,
+    client: &Client,
+    req: &Request,
+    progress: &dyn Progress,
+) -> Result<Image, PullError> {
+    let r = req.reference;
+    let name = r.to_string();
+    let key = index_key(r);
+    let cached = store.index().get(&key)?;
+    // Which digest the reference means, and whether the registry has to be asked at all.
+    let image = match (r.digest(), req.policy) {
+        (_, PullPolicy::Never) => {
+            let digest = match (r.digest(), &cached) {
+                (Some(d), _) => d.clone(),
+                (None, Some(c)) => c.digest.clone(),
+                (None, None) => return Err(not_in_store(&name, store)),
+            };
+            let src = Source::Offline(store);
+            let top = src.manifest_by_digest(&name, &digest, None)?;
+            let img = resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?;
+            if let Some(l) = img.layers.iter().find(|l| !store.has_blob(&l.blob.digest)) {
+                return Err(PullError::NotInStore {
+                    reference: format!("layer {} of {name}", l.blob.digest),
+                    root: store.root().display().to_string(),
+                    hint: "; pull it first, or run with --pull=missing",
+                });
+            }
+            return Ok(img);
+        }
+        (Some(d), policy) => {
+            let src = Source::Online(store, client.repo(r));
+            if policy == PullPolicy::Always && store.has_blob(d) {
+                // Prove the registry is reachable and still serves this digest.
+                src_online_check(&src, d, &name)?;
+            }
+            let top = src.manifest_by_digest(&name, d, None)?;
+            resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?
+        }
+        (None, policy) => match resolve_tag(store, client, req) {
+            Ok(img) => img,
+            Err(e) if policy == PullPolicy::Missing && is_unreachable(&e) => {
+                let Some(c) = cached else {
+                    return Err(PullError::Offline(r.registry().to_string(), name));
+                };
+                tracing::warn!(reference = %name, error = %e, digest = %c.digest, resolved = c.resolved,
+                    "registry unreachable; using the cached resolution");
+                let src = Source::Offline(store);
+                let top = src.manifest_by_digest(&name, &c.digest, None)?;
+                resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    fetch_layers(store, client, r, &image, req.max_parallel, progress)?;
+    let entry = IndexEntry {
+        digest: image.digest.clone(),
+        manifest: image.manifest.clone(),
+        platform: image.platform.to_string(),
+        size: image.size(),
+        resolved: now(),
+    };
+    store.index().set(&key, entry)?;
+    Ok(image)
+}
+
+fn src_online_check(src: &Source, d: &Digest, name: &str) -> Result<(), PullError> {
+    if let Source::Online(_, repo) = src {
+        let f = repo.manifest(&d.to_string())?;
+        let parsed = parse(name, &f.body, f.content_type.as_deref())?;
+        if parsed.digest != *d {
+            return Err(PullError::PinMismatch {
+                reference: name.to_string(),
+                expected: d.clone(),
+                actual: parsed.digest,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn resolve_tag(store: &Store, client: &Client, req: &Request) -> Result<Image, PullError> {
+    let r = req.reference;
+    let name = r.to_string();
+    let repo = client.repo(r);
+    let fetched = repo.manifest(&r.manifest_ref())?;
+    let top = parse(&name, &fetched.body, fetched.content_type.as_deref())?;
+    store.put_blob(&top.digest, &top.canonical)?;
+    let src = Source::Online(store, repo);
+    resolve_document(&src, &name, top, &req.platform, req.platform_explicit)
+}
+
+/// Errors that mean "the registry could not be reached", as opposed to "it said no".
+fn is_unreachable(e: &PullError) -> bool {
+    match e {
+        PullError::Registry(RegistryError::Transport { .. } | RegistryError::Read { .. }) => true,
+        PullError::Registry(RegistryError::Status { status, .. }) => {
+            status.is_server_error() || status.as_u16() == 429
+        }
+        PullError::Registry(RegistryError::AllEndpoints { .. }) => true,
+        _ => false,
+    }
+}
+
+/// Downloads the layer blobs the store lacks, in parallel (bounded).
+fn fetch_layers(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    image: &Image,
+    max_parallel: usize,
+    progress: &dyn Progress,
+) -> Result<(), PullError> {
+    let mut todo: Vec<&Descriptor> = Vec::new();
+    for l in &image.layers {
+        if !store.has_blob(&l.blob.digest) && !todo.iter().any(|d| d.digest == l.blob.digest) {
+            todo.push(&l.blob);
+        }
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<PullError>> = Mutex::new(None);
+    let workers = max_parallel.clamp(1, todo.len());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let repo = client.repo(r);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(d) = todo.get(i) else { break };
+                    if let Err(e) = fetch_one(store, &repo, d, progress) {
+                        let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        slot.get_or_insert(e);
+                        // Leave the queue to the others: stop taking new work.
+                        next.store(todo.len(), Ordering::SeqCst);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn fetch_one(store: &Store, repo: &Repo, d: &Descriptor, progress: &dyn Progress) -> Result<(), PullError> {
+    let mut ingest = match store.begin_ingest(&d.digest, d.size)? {
+        Begin::Present => return Ok(()),
+        Begin::Ingest(i) => i,
+    };
+    progress.start(&d.digest, d.size, ingest.offset());
+    repo.fetch_blob(d, &mut ingest, &|n| progress.advance(&d.digest, n))?;
+    ingest.commit()?;
+    progress.finish(&d.digest);
+    Ok(())
+}
+
+/// Loads an image from the store alone (for `inspect`, `run --pull=never`, `gc`).
+pub fn load(store: &Store, reference: &Reference, platform: &Platform) -> Result<Image, PullError> {
+    let name = reference.to_string();
+    let digest = match reference.digest() {
+        Some(d) => d.clone(),
+        None => match store.index().get(&index_key(reference))? {
+            Some(e) => e.digest,
+            None => return Err(not_in_store(&name, store)),
+        },
+    };
+    load_digest(store, &name, &digest, platform)
+}
+
+/// Loads the image an index entry names.
+pub fn load_digest(store: &Store, name: &str, digest: &Digest, platform: &Platform) -> Result<Image, PullError> {
+    let src = Source::Offline(store);
+    let top = src.manifest_by_digest(name, digest, None)?;
+    resolve_document(&src, name, top, platform, false)
+}

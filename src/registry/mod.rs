@@ -1,0 +1,698 @@
+//! The registry client: Distribution API v2 over HTTPS (or HTTP where allowed), with auth,
+//! mirrors, bounded retries and resumable blob downloads.
+//!
+//! Everything it returns is still untrusted: the store verifies blobs, `manifest` parses
+//! documents. This room only moves bytes.
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client as Http, Response};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+use thiserror::Error;
+
+use crate::manifest::{self, Descriptor};
+use crate::reference::{Digest, Reference};
+use crate::store::{Ingest, StoreError};
+use auth::{Challenge, Credentials, TokenCache};
+
+const MAX_ERROR_BODY: u64 = 4096;
+const MAX_TOKEN_BODY: u64 = 1 << 20;
+
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    #[error("GET {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: {status}{}", body_suffix(.body))]
+    Status {
+        url: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{what} not found at {url} (does the repository and tag exist?)")]
+    NotFound { what: String, url: String },
+    #[error("GET {url}: 401 unauthorized{}; give credentials with --creds USER:PASS or an auth file (REGISTRY_AUTH_FILE, containers auth.json, ~/.docker/config.json)", body_suffix(.body))]
+    Unauthorized { url: String, body: String },
+    #[error("authenticating to {registry}: {why}")]
+    Auth { registry: String, why: String },
+    #[error("reading CA certificates {path}: {why}")]
+    Ca { path: PathBuf, why: String },
+    #[error("{url} answered more than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("building the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("storing {digest} from {url}: {source}")]
+    Store {
+        digest: Digest,
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("GET {url}: {source}")]
+    Read {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("every endpoint failed for {what}: {}", .errors.join("; "))]
+    AllEndpoints { what: String, errors: Vec<String> },
+}
+
+fn body_suffix(body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(" ({body})")
+    }
+}
+
+/// How the client reaches registries.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `HOST[:PORT]` allowed over plain HTTP (loopback always is).
+    pub insecure: Vec<String>,
+    /// Extra CA bundles trusted for every registry (`--tls-ca`).
+    pub tls_ca: Vec<PathBuf>,
+    /// Per-registry CAs: `DIR/HOST[:PORT]/*.crt`.
+    pub certs_dir: PathBuf,
+    /// Credentials for the image's own registry (`--creds`).
+    pub creds: Option<Credentials>,
+    pub auth_files: Vec<PathBuf>,
+    /// `(registry, mirror)` pairs, tried in order before the registry itself.
+    pub mirrors: Vec<(String, String)>,
+    /// Attempts after the first, for connection errors, 429 and 5xx.
+    pub retries: u32,
+    /// First backoff; doubles each attempt.
+    pub backoff: Duration,
+    /// A read that stalls this long fails (and is retried or resumed).
+    pub stall_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            insecure: vec![],
+            tls_ca: vec![],
+            certs_dir: PathBuf::from("/etc/skiff/certs.d"),
+            creds: None,
+            auth_files: auth::auth_file_locations(),
+            mirrors: vec![],
+            retries: 4,
+            backoff: Duration::from_millis(250),
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scheme {
+    Https,
+    Http,
+}
+
+/// One place a repository can be fetched from: the registry itself or a mirror.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    /// host[:port] the API is on.
+    host: String,
+    /// The name credentials are filed under.
+    cred_key: String,
+    /// `--creds` go to the image's own registry only, never to a mirror.
+    upstream: bool,
+}
+
+#[derive(Default)]
+struct State {
+    http: HashMap<String, Http>,
+    scheme: HashMap<String, Scheme>,
+    tokens: TokenCache,
+    basic: HashMap<String, String>,
+}
+
+pub struct Client {
+    opts: Options,
+    state: Mutex<State>,
+}
+
+/// A repository on a registry (and its mirrors).
+pub struct Repo<'c> {
+    client: &'c Client,
+    repository: String,
+    endpoints: Vec<Endpoint>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') {
+            h
+        } else {
+            host
+        }
+    });
+    matches!(h, "localhost" | "127.0.0.1" | "[::1]") || h.starts_with("127.")
+}
+
+impl Client {
+    pub fn new(opts: Options) -> Client {
+        Client {
+            opts,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn repo(&self, r: &Reference) -> Repo<'_> {
+        let mut endpoints: Vec<Endpoint> = self
+            .opts
+            .mirrors
+            .iter()
+            .filter(|(reg, _)| reg == r.registry())
+            .map(|(_, m)| Endpoint {
+                host: m.clone(),
+                cred_key: m.clone(),
+                upstream: false,
+            })
+            .collect();
+        endpoints.push(Endpoint {
+            host: r.api_host().to_string(),
+            cred_key: r.registry().to_string(),
+            upstream: true,
+        });
+        Repo {
+            client: self,
+            repository: r.repository().to_string(),
+            endpoints,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves only caches behind; they stay usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn http(&self, host: &str) -> Result<Http, RegistryError> {
+        if let Some(c) = self.lock().http.get(host) {
+            return Ok(c.clone());
+        }
+        let mut b = Http::builder()
+            .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
+            .timeout(self.opts.stall_timeout)
+            .connect_timeout(Duration::from_secs(15));
+        let mut cas = self.opts.tls_ca.clone();
+        cas.extend(host_cas(&self.opts.certs_dir.join(host))?);
+        for path in cas {
+            let pem = std::fs::read(&path).map_err(|e| RegistryError::Ca {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::Ca {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            if certs.is_empty() {
+                return Err(RegistryError::Ca {
+                    path,
+                    why: "no PEM certificate in the file".into(),
+                });
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let client = b.build().map_err(RegistryError::Client)?;
+        self.lock().http.insert(host.to_string(), client.clone());
+        Ok(client)
+    }
+
+    fn insecure_allowed(&self, host: &str) -> bool {
+        is_loopback(host) || self.opts.insecure.iter().any(|h| h == host)
+    }
+
+    fn scheme(&self, host: &str) -> Scheme {
+        *self.lock().scheme.get(host).unwrap_or(&Scheme::Https)
+    }
+
+    fn backoff(&self, attempt: u32, resp: Option<&Response>) -> Duration {
+        let retry_after = resp
+            .and_then(|r| r.headers().get(RETRY_AFTER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(30)));
+        retry_after.unwrap_or_else(|| {
+            (self.opts.backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(10))
+        })
+    }
+
+    /// Sends one GET with bounded retries on connection errors, 429 and 5xx. For hosts allowed
+    /// plain HTTP, a failed TLS connection falls back to HTTP once and remembers it.
+    fn send(
+        &self,
+        ep: &Endpoint,
+        path: &str,
+        scope: &str,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<(String, Response), RegistryError> {
+        let http = self.http(&ep.host)?;
+        let mut attempt = 0;
+        loop {
+            let scheme = self.scheme(&ep.host);
+            let url = format!(
+                "{}://{}{path}",
+                if scheme == Scheme::Https { "https" } else { "http" },
+                ep.host
+            );
+            let mut req = http.get(&url);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            if let Some(a) = self.auth_header(&ep.host, scope) {
+                req = req.header(AUTHORIZATION, a);
+            }
+            match req.send() {
+                Ok(r) if (r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error())
+                    && attempt < self.opts.retries =>
+                {
+                    let wait = self.backoff(attempt, Some(&r));
+                    tracing::warn!(%url, status = %r.status(), ?wait, "registry error, retrying");
+                    std::thread::sleep(wait);
+                }
+                Ok(r) => return Ok((url, r)),
+                Err(e) if scheme == Scheme::Https && self.insecure_allowed(&ep.host) && !e.is_timeout() => {
+                    tracing::debug!(host = %ep.host, error = %e, "TLS failed; using plain HTTP for an insecure registry");
+                    self.lock().scheme.insert(ep.host.clone(), Scheme::Http);
+                    continue;
+                }
+                Err(e) if attempt < self.opts.retries && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                    let wait = self.backoff(attempt, None);
+                    tracing::warn!(%url, error = %e, ?wait, "connection failed, retrying");
+                    std::thread::sleep(wait);
+                }
+                Err(source) => return Err(RegistryError::Transport { url, source }),
+            }
+            attempt += 1;
+        }
+    }
+
+    fn auth_header(&self, host: &str, scope: &str) -> Option<String> {
+        let st = self.lock();
+        st.tokens
+            .get(host, scope)
+            .map(|t| t.header())
+            .or_else(|| st.basic.get(host).cloned())
+    }
+
+    fn credentials(&self, ep: &Endpoint, repository: &str) -> Result<Option<Credentials>, RegistryError> {
+        if ep.upstream {
+            if let Some(c) = &self.opts.creds {
+                return Ok(Some(c.clone()));
+            }
+        }
+        auth::lookup(&self.opts.auth_files, &ep.cred_key, repository).map_err(|why| RegistryError::Auth {
+            registry: ep.cred_key.clone(),
+            why,
+        })
+    }
+
+    /// Answers a 401 challenge: fetches a bearer token (anonymously when no credentials are
+    /// known, as quay.io and Docker Hub allow) or arms Basic auth. `false`: nothing to try.
+    fn authenticate(
+        &self,
+        ep: &Endpoint,
+        repository: &str,
+        scope: &str,
+        challenge: Option<&str>,
+    ) -> Result<bool, RegistryError> {
+        let creds = self.credentials(ep, repository)?;
+        match challenge.and_then(auth::parse_challenge) {
+            Some(Challenge::Basic) => match creds {
+                Some(c) => {
+                    self.lock().basic.insert(ep.host.clone(), c.basic_header());
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let token = self.fetch_token(ep, &realm, service.as_deref(), scope, creds.as_ref())?;
+                self.lock().tokens.put(&ep.host, scope, token);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn fetch_token(
+        &self,
+        ep: &Endpoint,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<auth::Token, RegistryError> {
+        let err = |why: String| RegistryError::Auth {
+            registry: ep.cred_key.clone(),
+            why,
+        };
+        let mut url = reqwest::Url::parse(realm).map_err(|e| err(format!("bad realm {realm:?}: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            q.append_pair("scope", scope);
+        }
+        let realm_host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => return Err(err(format!("realm {realm:?} has no host"))),
+        };
+        let http = self.http(&realm_host)?;
+        let mut req = http.get(url.clone());
+        if let Some(c) = creds {
+            req = req.header(AUTHORIZATION, c.basic_header());
+        }
+        let resp = req.send().map_err(|source| RegistryError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        let status = resp.status();
+        let body = read_bounded(resp, MAX_TOKEN_BODY, url.as_str())?;
+        if !status.is_success() {
+            return Err(err(format!(
+                "token endpoint {} answered {status}{}",
+                url.as_str().split('?').next().unwrap_or(""),
+                if status == StatusCode::UNAUTHORIZED { " (wrong credentials?)" } else { "" }
+            )));
+        }
+        auth::parse_token(&body, Instant::now()).map_err(err)
+    }
+}
+
+/// `*.crt` files in a certs.d directory, as containers' certs.d reads them.
+fn host_cas(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => {
+            return Err(RegistryError::Ca {
+                path: dir.to_path_buf(),
+                why: e.to_string(),
+            })
+        }
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn read_bounded(resp: Response, limit: u64, url: &str) -> Result<Vec<u8>, RegistryError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(RegistryError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
+    }
+    let mut buf = Vec::new();
+    resp.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| RegistryError::Read {
+            url: url.to_string(),
+            source,
+        })?;
+    if buf.len() as u64 > limit {
+        return Err(RegistryError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
+fn error_excerpt(resp: Response) -> String {
+    let mut buf = Vec::new();
+    let _ = resp.take(MAX_ERROR_BODY).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
+}
+
+/// A manifest body as fetched, with what the registry said it was.
+pub struct FetchedManifest {
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+impl Repo<'_> {
+    fn scope(&self) -> String {
+        format!("repository:{}:pull", self.repository)
+    }
+
+    /// GET with auth: on 401, answer the challenge once and retry.
+    fn get(
+        &self,
+        ep: &Endpoint,
+        path: &str,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<(String, Response), RegistryError> {
+        let scope = self.scope();
+        let (url, resp) = self.client.send(ep, path, &scope, headers)?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok((url, resp));
+        }
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if !self
+            .client
+            .authenticate(ep, &self.repository, &scope, challenge.as_deref())?
+        {
+            return Err(RegistryError::Unauthorized {
+                url,
+                body: error_excerpt(resp),
+            });
+        }
+        let (url, resp) = self.client.send(ep, path, &scope, headers)?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(RegistryError::Unauthorized {
+                url,
+                body: error_excerpt(resp),
+            });
+        }
+        Ok((url, resp))
+    }
+
+    /// Tries each endpoint (mirrors first) until one succeeds.
+    fn each_endpoint<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&Endpoint) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut errors = Vec::new();
+        let n = self.endpoints.len();
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            match f(ep) {
+                Ok(v) => return Ok(v),
+                // A verification failure is not the endpoint's fault to retry around silently:
+                // but a lying mirror must not block the real registry, so go on and report.
+                Err(e) if i + 1 < n => {
+                    tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
+                    errors.push(format!("{}: {e}", ep.host));
+                }
+                Err(e) if errors.is_empty() => return Err(e),
+                Err(e) => {
+                    errors.push(format!("{}: {e}", ep.host));
+                    return Err(RegistryError::AllEndpoints {
+                        what: what.to_string(),
+                        errors,
+                    });
+                }
+            }
+        }
+        unreachable!("a repository always has its own registry as an endpoint")
+    }
+
+    /// Pings `/v2/` on the image's registry (for a clear error before any work).
+    pub fn ping(&self) -> Result<(), RegistryError> {
+        self.each_endpoint("/v2/", |ep| {
+            let (url, resp) = self.client.send(ep, "/v2/", &self.scope(), &[])?;
+            match resp.status() {
+                s if s.is_success() || s == StatusCode::UNAUTHORIZED => Ok(()),
+                status => Err(RegistryError::Status {
+                    url,
+                    status,
+                    body: error_excerpt(resp),
+                }),
+            }
+        })
+    }
+
+    /// Fetches a manifest by tag or digest.
+    pub fn manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
+        let path = format!("/v2/{}/manifests/{reference}", self.repository);
+        self.each_endpoint(&path, |ep| {
+            let (url, resp) = self.get(ep, &path, &[(ACCEPT, manifest::ACCEPT.to_string())])?;
+            match resp.status() {
+                StatusCode::OK => {
+                    let content_type = resp
+                        .headers()
+                        .get(CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let body = read_bounded(resp, manifest::MAX_DOCUMENT_BYTES, &url)?;
+                    Ok(FetchedManifest { body, content_type })
+                }
+                StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+                    what: format!("manifest {}:{reference}", self.repository),
+                    url,
+                }),
+                status => Err(RegistryError::Status {
+                    url,
+                    status,
+                    body: error_excerpt(resp),
+                }),
+            }
+        })
+    }
+
+    /// Fetches a small blob (a config) whole, bounded by its descriptor's size.
+    pub fn small_blob(&self, d: &Descriptor) -> Result<Vec<u8>, RegistryError> {
+        let limit = d.size.unwrap_or(manifest::MAX_DOCUMENT_BYTES).min(manifest::MAX_DOCUMENT_BYTES);
+        let path = format!("/v2/{}/blobs/{}", self.repository, d.digest);
+        self.each_endpoint(&path, |ep| {
+            let (url, resp) = self.get(ep, &path, &[])?;
+            check_blob_status(&url, resp, &d.digest).and_then(|r| read_bounded(r, limit, &url))
+        })
+    }
+
+    /// Streams a blob into `ingest`, resuming from what it already holds with a Range request,
+    /// and again after a connection drops mid-body (bounded by the retry count).
+    pub fn fetch_blob(
+        &self,
+        d: &Descriptor,
+        ingest: &mut Ingest,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let path = format!("/v2/{}/blobs/{}", self.repository, d.digest);
+        self.each_endpoint(&path, |ep| {
+            let mut drops = 0;
+            loop {
+                match self.fetch_once(ep, &path, d, ingest, progress) {
+                    Ok(()) => return Ok(()),
+                    Err(e @ RegistryError::Read { .. }) if drops < self.client.opts.retries => {
+                        drops += 1;
+                        tracing::warn!(digest = %d.digest, offset = ingest.offset(), error = %e, "download interrupted, resuming");
+                        std::thread::sleep(self.client.backoff(drops, None));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    fn fetch_once(
+        &self,
+        ep: &Endpoint,
+        path: &str,
+        d: &Descriptor,
+        ingest: &mut Ingest,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
+        let offset = ingest.offset();
+        if d.size.is_some_and(|s| s == offset) {
+            return Ok(());
+        }
+        let headers = if offset > 0 {
+            vec![(RANGE, format!("bytes={offset}-"))]
+        } else {
+            vec![]
+        };
+        let (url, resp) = self.get(ep, path, &headers)?;
+        let store_err = |source| RegistryError::Store {
+            digest: d.digest.clone(),
+            url: url.clone(),
+            source,
+        };
+        let mut resp = match resp.status() {
+            StatusCode::PARTIAL_CONTENT if offset > 0 => resp,
+            StatusCode::OK => {
+                if offset > 0 {
+                    tracing::debug!(%url, "registry ignored the Range request; starting over");
+                    ingest.restart().map_err(store_err)?;
+                    progress(0);
+                }
+                resp
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                // What we hold is not a prefix the registry recognises: start over.
+                ingest.restart().map_err(store_err)?;
+                return Err(RegistryError::Read {
+                    url,
+                    source: std::io::Error::other("range not satisfiable; restarting download"),
+                });
+            }
+            _ => return check_blob_status(&url, resp, &d.digest).map(|_| ()),
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match resp.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(RegistryError::Read { url, source }),
+            };
+            ingest.write(&buf[..n]).map_err(store_err)?;
+            progress(ingest.offset());
+        }
+    }
+}
+
+fn check_blob_status(url: &str, resp: Response, digest: &Digest) -> Result<Response, RegistryError> {
+    match resp.status() {
+        s if s.is_success() => Ok(resp),
+        StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+            what: format!("blob {digest}"),
+            url: url.to_string(),
+        }),
+        status => Err(RegistryError::Status {
+            url: url.to_string(),
+            status,
+            body: error_excerpt(resp),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_may_use_http() {
+        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["quay.io", "localhost.evil.com", "10.0.0.1:5000", "[::2]:5000"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+        let c = Client::new(Options {
+            insecure: vec!["reg.lan:5000".into()],
+            ..Options::default()
+        });
+        assert!(c.insecure_allowed("reg.lan:5000"));
+        assert!(!c.insecure_allowed("reg.lan"));
+    }
+}

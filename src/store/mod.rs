@@ -1,0 +1,187 @@
+//! The content store: the gate every byte passes before skiff trusts it.
+//!
+//! Layout under `--root` (0700, root's):
+//! - `blobs/sha256/<hex>`: verified blobs, immutable once renamed into place
+//! - `ingest/<hex>.partial`, `ingest/<hex>.lock`: downloads in progress, resumable
+//! - `index.json` (+ `index.lock`): references → manifest digests, with when they were resolved
+//! - `layers/`, `tmp/`: unpacked layers and their staging area (see `unpack`)
+
+mod blobs;
+mod index;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use thiserror::Error;
+
+use crate::reference::Digest;
+pub use blobs::{Begin, Ingest};
+pub use index::{Index, IndexEntry};
+
+pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the store at {path} is owned by uid {owner}, not by uid {me}; run skiff as root (the store is root's)")]
+    NotOwner { path: PathBuf, owner: u32, me: u32 },
+    #[error("skiff must run as root to use the store at {0} (it is created 0700, root's)")]
+    NotRoot(PathBuf),
+    #[error("{path} is a symlink or not a {kind}; refusing to follow it")]
+    Unexpected { path: PathBuf, kind: &'static str },
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("size mismatch for blob {digest}: descriptor says {expected} bytes, got {actual}")]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("blob {digest} is longer than the {limit} bytes allowed")]
+    TooLong { digest: Digest, limit: u64 },
+    #[error("blob {0} is not in the store")]
+    Missing(Digest),
+    #[error("the store index {path} is damaged: {source}")]
+    BadIndex {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { op, path, source }
+}
+
+/// An open store. Cheap to clone; all state is on disk.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`. Refuses a store that is not the caller's.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let me = nix::unistd::geteuid().as_raw();
+        if me != 0 {
+            return Err(StoreError::NotRoot(root.to_path_buf()));
+        }
+        // The parents are ordinary system directories; only the store itself is private.
+        if let Some(parent) = root.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        }
+        match fs::DirBuilder::new().mode(0o700).create(root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("create", root)(e)),
+        }
+        let meta = fs::metadata(root).map_err(io_err("stat", root))?;
+        if meta.uid() != me {
+            return Err(StoreError::NotOwner {
+                path: root.to_path_buf(),
+                owner: meta.uid(),
+                me,
+            });
+        }
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        for dir in ["blobs", "blobs/sha256", "ingest", "layers", "tmp"] {
+            store.ensure_dir(&root.join(dir))?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a private directory, or checks that an existing one is a real directory.
+    fn ensure_dir(&self, path: &Path) -> Result<(), StoreError> {
+        match fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let meta = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
+                if meta.is_dir() {
+                    Ok(())
+                } else {
+                    Err(StoreError::Unexpected {
+                        path: path.to_path_buf(),
+                        kind: "directory",
+                    })
+                }
+            }
+            Err(e) => Err(io_err("create", path)(e)),
+        }
+    }
+
+    /// The staging area on the store's filesystem, so that renames out of it are atomic.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// The reference index.
+    pub fn index(&self) -> Index {
+        Index::new(&self.root)
+    }
+}
+
+/// Takes an exclusive `flock` on `path` (created if missing), waiting for other holders.
+pub(crate) fn lock_file(path: &Path) -> Result<Flock<File>, StoreError> {
+    lock_file_with(path, FlockArg::LockExclusive)
+}
+
+pub(crate) fn lock_file_with(path: &Path, how: FlockArg) -> Result<Flock<File>, StoreError> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io_err("open lock", path))?;
+    Flock::lock(f, how).map_err(|(_, e)| io_err("lock", path)(io::Error::from(e)))
+}
+
+/// Writes `bytes` as `dir/name` so that a reader sees either the old or the new file, and the new
+/// one survives a power loss: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let dest = dir.join(name);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(io_err("create", &tmp))?;
+    f.write_all(bytes).map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))?;
+    sync_dir(dir)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync", dir))
+}

@@ -1,0 +1,102 @@
+//! The shared test harness: a real registry, image builders, a fault proxy, and a runner for
+//! the skiff binary.
+#![allow(dead_code)]
+
+pub mod image;
+pub mod proxy;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use image::*;
+pub use registry::Registry;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub storage: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new().prefix("skiff-test").tempdir().unwrap();
+        let storage = dir.path().join("registry");
+        let root = dir.path().join("store");
+        Env { dir, storage, root }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An open registry over this test's storage.
+    pub fn registry(&self) -> Registry {
+        Registry::start(&self.path().join("reg"), &self.storage, Default::default())
+    }
+
+    /// `skiff --root <store> ARGS…`
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        self.skiff_cmd(args).output().unwrap()
+    }
+
+    pub fn skiff_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        c.arg("--root").arg(&self.root).args(args);
+        c.env_remove("REGISTRY_AUTH_FILE")
+            .env("HOME", self.path())
+            .env("XDG_RUNTIME_DIR", self.path().join("xdg-run"))
+            .env("SKIFF_LOG", "info");
+        c
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "skiff failed ({}):\nstdout: {}\nstderr: {}", o.status, stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Asserts failure and returns stderr.
+#[track_caller]
+pub fn fails(o: Output) -> String {
+    assert!(!o.status.success(), "skiff should have failed:\nstdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    stderr(&o)
+}
+
+/// Regular files under `dir` (recursively).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A small two-layer image with some content.
+pub fn simple_image(spec: &Spec) -> (Image, Vec<Vec<u8>>) {
+    let l1 = tar(&[
+        Entry::Dir("etc", 0o755),
+        file("etc/os-release", b"NAME=skiff-test\n", 0o644),
+        file("bin/data", &noise(300_000, 1), 0o755),
+    ]);
+    let l2 = tar(&[file("etc/motd", b"hello from layer 2\n", 0o644)]);
+    let layers = vec![l1, l2];
+    (build(&layers, spec), layers)
+}
