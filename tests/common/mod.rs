@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod image;
+pub mod pki;
 pub mod proxy;
 pub mod registry;
 
