@@ -38,16 +38,18 @@ impl FromStr for PullPolicy {
 #[derive(Debug, Error)]
 pub enum PullError {
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(Box<RegistryError>),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
     #[error("{what}: {source}")]
     Manifest {
         what: String,
         #[source]
-        source: ManifestError,
+        source: Box<ManifestError>,
     },
-    #[error("manifest digest mismatch for {reference}: pinned {expected}, registry served {actual}")]
+    #[error(
+        "manifest digest mismatch for {reference}: pinned {expected}, registry served {actual}"
+    )]
     PinMismatch {
         reference: String,
         expected: Digest,
@@ -61,8 +63,24 @@ pub enum PullError {
         root: String,
         hint: &'static str,
     },
-    #[error("{0} cannot be reached and {1} has no cached resolution")]
-    Offline(String, String),
+    #[error("{registry} cannot be reached and {reference} has no cached resolution: {cause}")]
+    Offline {
+        registry: String,
+        reference: String,
+        cause: Box<PullError>,
+    },
+}
+
+impl From<RegistryError> for PullError {
+    fn from(e: RegistryError) -> Self {
+        PullError::Registry(Box::new(e))
+    }
+}
+
+impl From<StoreError> for PullError {
+    fn from(e: StoreError) -> Self {
+        PullError::Store(Box::new(e))
+    }
 }
 
 /// An image resolved to the bytes it runs from.
@@ -153,15 +171,19 @@ impl Source<'_> {
         let bytes = store.read_blob(&d.digest, manifest::MAX_DOCUMENT_BYTES)?;
         manifest::parse_config(&bytes).map_err(|source| PullError::Manifest {
             what: format!("config {} of {reference}", d.digest),
-            source,
+            source: Box::new(source),
         })
     }
 }
 
-fn parse(reference: &str, body: &[u8], declared: Option<&str>) -> Result<manifest::Parsed, PullError> {
+fn parse(
+    reference: &str,
+    body: &[u8],
+    declared: Option<&str>,
+) -> Result<manifest::Parsed, PullError> {
     manifest::parse_document(body, declared).map_err(|source| PullError::Manifest {
         what: format!("manifest of {reference}"),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -184,10 +206,11 @@ fn resolve_document(
     let digest = top.digest.clone();
     let (manifest_digest, doc) = match top.document {
         Document::Index(entries) => {
-            let d = manifest::select_platform(&entries, wanted).map_err(|why| PullError::Platform {
-                reference: reference.to_string(),
-                why,
-            })?;
+            let d =
+                manifest::select_platform(&entries, wanted).map_err(|why| PullError::Platform {
+                    reference: reference.to_string(),
+                    why,
+                })?;
             let child = src.manifest_by_digest(reference, &d.digest, Some(&d.media_type))?;
             if d.size.is_some_and(|s| s != child.canonical.len() as u64) {
                 return Err(StoreError::SizeMismatch {
@@ -206,15 +229,22 @@ fn resolve_document(
             let cfg = src.config(reference, &m.config)?;
             let layers = m.layers(&cfg).map_err(|source| PullError::Manifest {
                 what: format!("manifest {manifest_digest} of {reference}"),
-                source,
+                source: Box::new(source),
             })?;
-            (Some(m.config.digest.clone()), cfg.runtime, layers, cfg.platform, false)
+            (
+                Some(m.config.digest.clone()),
+                cfg.runtime,
+                layers,
+                cfg.platform,
+                false,
+            )
         }
         Document::Schema1(s) => (None, s.config, s.layers, s.platform, true),
         Document::Index(_) => {
             return Err(PullError::Platform {
                 reference: reference.to_string(),
-                why: "an index entry points at another index; nested indexes are not supported".into(),
+                why: "an index entry points at another index; nested indexes are not supported"
+                    .into(),
             })
         }
     };
@@ -309,7 +339,11 @@ pub fn pull(
             Ok(img) => img,
             Err(e) if policy == PullPolicy::Missing && is_unreachable(&e) => {
                 let Some(c) = cached else {
-                    return Err(PullError::Offline(r.registry().to_string(), name));
+                    return Err(PullError::Offline {
+                        registry: r.registry().to_string(),
+                        reference: name,
+                        cause: Box::new(e),
+                    });
                 };
                 tracing::warn!(reference = %name, error = %e, digest = %c.digest, resolved = c.resolved,
                     "registry unreachable; using the cached resolution");
@@ -360,12 +394,13 @@ fn resolve_tag(store: &Store, client: &Client, req: &Request) -> Result<Image, P
 
 /// Errors that mean "the registry could not be reached", as opposed to "it said no".
 fn is_unreachable(e: &PullError) -> bool {
-    match e {
-        PullError::Registry(RegistryError::Transport { .. } | RegistryError::Read { .. }) => true,
-        PullError::Registry(RegistryError::Status { status, .. }) => {
-            status.is_server_error() || status.as_u16() == 429
-        }
-        PullError::Registry(RegistryError::AllEndpoints { .. }) => true,
+    let PullError::Registry(e) = e else {
+        return false;
+    };
+    match e.as_ref() {
+        RegistryError::Transport { .. } | RegistryError::Read { .. } => true,
+        RegistryError::Status { status, .. } => status.is_server_error() || status.as_u16() == 429,
+        RegistryError::AllEndpoints { .. } => true,
         _ => false,
     }
 }
@@ -415,7 +450,12 @@ fn fetch_layers(
     }
 }
 
-fn fetch_one(store: &Store, repo: &Repo, d: &Descriptor, progress: &dyn Progress) -> Result<(), PullError> {
+fn fetch_one(
+    store: &Store,
+    repo: &Repo,
+    d: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<(), PullError> {
     let mut ingest = match store.begin_ingest(&d.digest, d.size)? {
         Begin::Present => return Ok(()),
         Begin::Ingest(i) => i,
@@ -441,7 +481,12 @@ pub fn load(store: &Store, reference: &Reference, platform: &Platform) -> Result
 }
 
 /// Loads the image an index entry names.
-pub fn load_digest(store: &Store, name: &str, digest: &Digest, platform: &Platform) -> Result<Image, PullError> {
+pub fn load_digest(
+    store: &Store,
+    name: &str,
+    digest: &Digest,
+    platform: &Platform,
+) -> Result<Image, PullError> {
     let src = Source::Offline(store);
     let top = src.manifest_by_digest(name, digest, None)?;
     resolve_document(&src, name, top, platform, false)

@@ -316,7 +316,12 @@ fn validate_domain(input: &str, domain: &str) -> Result<(), ReferenceError> {
             .split_once(']')
             .ok_or_else(|| bad(input, "registry", domain, "has an unclosed '['"))?;
         if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
-            return Err(bad(input, "registry", domain, "is not a valid IPv6 address"));
+            return Err(bad(
+                input,
+                "registry",
+                domain,
+                "is not a valid IPv6 address",
+            ));
         }
         let port = match after {
             "" => None,
@@ -341,7 +346,9 @@ fn validate_domain(input: &str, domain: &str) -> Result<(), ReferenceError> {
         let ok = !h.is_empty()
             && h.split('.').all(|label| {
                 !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });

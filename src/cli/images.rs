@@ -51,7 +51,10 @@ pub fn list(store: &Store, as_json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<50} {:<19} {:<14} {:>9}  PULLED", "REFERENCE", "DIGEST", "PLATFORM", "SIZE");
+    println!(
+        "{:<50} {:<19} {:<14} {:>9}  PULLED",
+        "REFERENCE", "DIGEST", "PLATFORM", "SIZE"
+    );
     for (r, e) in entries {
         println!(
             "{:<50} {:<19} {:<14} {:>9}  {}",

@@ -44,10 +44,21 @@ pub struct RegistryArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub tls_ca: Vec<PathBuf>,
     /// Per-registry CAs: DIR/HOST[:PORT]/*.crt.
-    #[arg(long, global = true, value_name = "DIR", default_value = "/etc/skiff/certs.d")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/etc/skiff/certs.d"
+    )]
     pub certs_dir: PathBuf,
     /// Credentials for the image's registry.
-    #[arg(long, global = true, value_name = "USER:PASS", env = "SKIFF_CREDS", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "USER:PASS",
+        env = "SKIFF_CREDS",
+        hide_env_values = true
+    )]
     pub creds: Option<String>,
     /// Try MIRROR (HOST[:PORT]) before REGISTRY, in the order given.
     #[arg(long, global = true, value_name = "REGISTRY=MIRROR")]
@@ -184,7 +195,12 @@ pub fn open_store(cli: &Cli) -> Result<Store> {
 }
 
 /// Pulls an image per the flags; what `pull` and `run` share.
-pub fn pull_image(cli: &Cli, store: &Store, image: &ImageArgs, args: &PullArgs) -> Result<pull::Image> {
+pub fn pull_image(
+    cli: &Cli,
+    store: &Store,
+    image: &ImageArgs,
+    args: &PullArgs,
+) -> Result<pull::Image> {
     let r = reference(image)?;
     let (platform, platform_explicit) = platform(image)?;
     let client = cli.registry.client()?;

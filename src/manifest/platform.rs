@@ -51,7 +51,8 @@ impl Platform {
     pub fn satisfies(&self, wanted: &Platform) -> bool {
         self.os == wanted.os
             && self.architecture == wanted.architecture
-            && (wanted.variant.is_none() || self.normalized_variant() == wanted.normalized_variant())
+            && (wanted.variant.is_none()
+                || self.normalized_variant() == wanted.normalized_variant())
     }
 }
 
@@ -127,7 +128,15 @@ mod tests {
         let arm6: Platform = "linux/arm/v6".parse().unwrap();
         assert!(!arm6.satisfies(&arm7));
         assert!(arm6.satisfies(&"linux/arm".parse().unwrap()));
-        for bad in ["", "linux", "linux/", "/amd64", "Linux/AMD64", "a/b/c/d", "linux/../x"] {
+        for bad in [
+            "",
+            "linux",
+            "linux/",
+            "/amd64",
+            "Linux/AMD64",
+            "a/b/c/d",
+            "linux/../x",
+        ] {
             assert!(bad.parse::<Platform>().is_err(), "{bad}");
         }
         assert_eq!(Platform::host().os, "linux");

@@ -15,7 +15,10 @@ fn v2_manifest(media_type: &str, layer_type: &str) -> String {
 
 #[test]
 fn docker_v2_manifest() {
-    let body = v2_manifest(DOCKER_V2, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    let body = v2_manifest(
+        DOCKER_V2,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    );
     let p = parse_document(body.as_bytes(), Some(DOCKER_V2)).unwrap();
     assert_eq!(p.digest, Digest::of(body.as_bytes()));
     let Document::Manifest(m) = p.document else {
@@ -37,7 +40,10 @@ fn docker_v2_manifest() {
 
 #[test]
 fn media_type_must_agree() {
-    let body = v2_manifest(DOCKER_V2, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    let body = v2_manifest(
+        DOCKER_V2,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    );
     let e = parse_document(body.as_bytes(), Some(OCI_INDEX)).unwrap_err();
     assert!(matches!(e, ManifestError::TypeMismatch { .. }), "{e}");
     // A content type that is no manifest type (text/plain from a proxy) does not count.
@@ -69,8 +75,11 @@ fn hostile_documents() {
     ] {
         assert!(parse_document(bad, None).is_err(), "{bad:?}");
     }
-    let traversal = v2_manifest(DOCKER_V2, "application/vnd.docker.image.rootfs.diff.tar.gzip")
-        .replace(&format!("sha256:{H2}"), "sha256:../../../../etc/passwd");
+    let traversal = v2_manifest(
+        DOCKER_V2,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    )
+    .replace(&format!("sha256:{H2}"), "sha256:../../../../etc/passwd");
     assert!(parse_document(traversal.as_bytes(), None).is_err());
 }
 
@@ -90,7 +99,10 @@ fn index_and_platform_choice() {
     let arm = platform::select(&entries, &"linux/arm64".parse().unwrap()).unwrap();
     assert_eq!(arm.digest.hex(), H1);
     let e = platform::select(&entries, &"linux/s390x".parse().unwrap()).unwrap_err();
-    assert!(e.contains("linux/arm64/v8") && e.contains("linux/amd64"), "{e}");
+    assert!(
+        e.contains("linux/arm64/v8") && e.contains("linux/amd64"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -158,7 +170,10 @@ fn schema1_fields_come_only_from_the_signed_payload() {
     // the canonical payload, so either the pin fails or nothing changes.
     let payload = schema1_payload();
     let body = String::from_utf8(signed_schema1(&payload)).unwrap();
-    let tampered = body.replace("\"signature\":\"xx\"", "\"signature\":\"yy\",\"fsLayers\":[]");
+    let tampered = body.replace(
+        "\"signature\":\"xx\"",
+        "\"signature\":\"yy\",\"fsLayers\":[]",
+    );
     let p = parse_document(tampered.as_bytes(), None).unwrap();
     assert_eq!(p.digest, Digest::of(payload.as_bytes()));
     // A formatLength past the body is refused, not a panic.
@@ -176,9 +191,6 @@ fn schema1_fields_come_only_from_the_signed_payload() {
     // A content type claiming another format is refused.
     assert!(parse_document(payload.as_bytes(), Some(DOCKER_V2)).is_err());
     // Mismatched fsLayers/history lengths.
-    let short = payload.replace(
-        &format!(",\n      {{\"blobSum\": \"sha256:{H1}\"}}"),
-        "",
-    );
+    let short = payload.replace(&format!(",\n      {{\"blobSum\": \"sha256:{H1}\"}}"), "");
     assert!(parse_document(short.as_bytes(), None).is_err());
 }

@@ -218,7 +218,10 @@ pub fn auth_file_locations() -> Vec<PathBuf> {
     let home = env("HOME");
     match env("XDG_CONFIG_HOME") {
         Some(c) => out.push(c.join("containers/auth.json")),
-        None => out.extend(home.as_ref().map(|h| h.join(".config/containers/auth.json"))),
+        None => out.extend(
+            home.as_ref()
+                .map(|h| h.join(".config/containers/auth.json")),
+        ),
     }
     match env("DOCKER_CONFIG") {
         Some(d) => out.push(d.join("config.json")),
@@ -249,7 +252,10 @@ fn normalize_key(k: &str) -> String {
         .or_else(|| k.strip_prefix("http://"))
         .unwrap_or(k);
     let k = k.trim_end_matches('/');
-    let k = k.strip_suffix("/v1").or_else(|| k.strip_suffix("/v2")).unwrap_or(k);
+    let k = k
+        .strip_suffix("/v1")
+        .or_else(|| k.strip_suffix("/v2"))
+        .unwrap_or(k);
     match k {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
         _ => k.to_string(),
@@ -257,7 +263,11 @@ fn normalize_key(k: &str) -> String {
 }
 
 /// Finds credentials for `registry/repository` in the auth files, most specific key first.
-pub fn lookup(files: &[PathBuf], registry: &str, repository: &str) -> Result<Option<Credentials>, String> {
+pub fn lookup(
+    files: &[PathBuf],
+    registry: &str,
+    repository: &str,
+) -> Result<Option<Credentials>, String> {
     let mut keys = vec![];
     let mut ns = format!("{registry}/{repository}");
     loop {
@@ -271,10 +281,16 @@ pub fn lookup(files: &[PathBuf], registry: &str, repository: &str) -> Result<Opt
         let Some(file) = read_auth_file(path)? else {
             continue;
         };
-        let auths: HashMap<String, &AuthEntry> =
-            file.auths.iter().map(|(k, v)| (normalize_key(k), v)).collect();
-        let helpers: HashMap<String, &String> =
-            file.cred_helpers.iter().map(|(k, v)| (normalize_key(k), v)).collect();
+        let auths: HashMap<String, &AuthEntry> = file
+            .auths
+            .iter()
+            .map(|(k, v)| (normalize_key(k), v))
+            .collect();
+        let helpers: HashMap<String, &String> = file
+            .cred_helpers
+            .iter()
+            .map(|(k, v)| (normalize_key(k), v))
+            .collect();
         for key in &keys {
             if let Some(helper) = helpers.get(key) {
                 return credential_helper(helper, registry).map(Some);
@@ -315,7 +331,8 @@ fn decode_auth(auth: &str, path: &Path) -> Result<Credentials, String> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
         .map_err(|_| format!("bad base64 \"auth\" in {}", path.display()))?;
-    let s = String::from_utf8(raw).map_err(|_| format!("non-UTF-8 \"auth\" in {}", path.display()))?;
+    let s =
+        String::from_utf8(raw).map_err(|_| format!("non-UTF-8 \"auth\" in {}", path.display()))?;
     Credentials::parse(&s).map_err(|e| format!("{e} (in {})", path.display()))
 }
 
@@ -347,7 +364,9 @@ fn credential_helper(helper: &str, registry: &str) -> Result<Credentials, String
             .read_to_end(&mut out)
             .map_err(|e| format!("reading from {prog}: {e}"))?;
     }
-    let status = child.wait().map_err(|e| format!("waiting for {prog}: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {prog}: {e}"))?;
     if !status.success() {
         return Err(format!("{prog} get failed ({status}) for {registry}"));
     }
@@ -419,14 +438,24 @@ mod tests {
         assert_eq!(t.header(), "Bearer abc");
         assert!(!format!("{t:?}").contains("abc"), "Debug must redact");
         assert!(parse_token(br#"{"access_token":"x"}"#, now).is_ok());
-        for bad in [&b"{}"[..], b"{\"token\":\"\"}", b"{\"token\":\"a\\nb\"}", b"nope", b"{\"token\":5}"] {
+        for bad in [
+            &b"{}"[..],
+            b"{\"token\":\"\"}",
+            b"{\"token\":\"a\\nb\"}",
+            b"nope",
+            b"{\"token\":5}",
+        ] {
             assert!(parse_token(bad, now).is_err(), "{bad:?}");
         }
         let mut cache = TokenCache::default();
         cache.put("h", "s", t);
         assert!(cache.get("h", "s").is_some());
         assert!(cache.get("h", "other").is_none());
-        let expired = parse_token(br#"{"token":"x","expires_in":10}"#, now - Duration::from_secs(60)).unwrap();
+        let expired = parse_token(
+            br#"{"token":"x","expires_in":10}"#,
+            now - Duration::from_secs(60),
+        )
+        .unwrap();
         cache.put("h", "old", expired);
         assert!(cache.get("h", "old").is_none());
     }
@@ -447,7 +476,9 @@ mod tests {
         )
         .unwrap();
         let files = vec![dir.path().join("missing.json"), f.clone()];
-        let c = lookup(&files, "docker.io", "library/busybox").unwrap().unwrap();
+        let c = lookup(&files, "docker.io", "library/busybox")
+            .unwrap()
+            .unwrap();
         assert_eq!(c.username, "hub");
         let c = lookup(&files, "quay.io", "other/x").unwrap().unwrap();
         assert_eq!(c.password, "pw:with:colons");
@@ -458,7 +489,10 @@ mod tests {
         std::fs::write(&f, "{not json").unwrap();
         assert!(lookup(&files, "quay.io", "x").is_err());
         let secret = Credentials::parse("u:s3cret").unwrap();
-        assert!(!format!("{secret:?}").contains("s3cret"), "Debug must redact");
+        assert!(
+            !format!("{secret:?}").contains("s3cret"),
+            "Debug must redact"
+        );
         assert!(Credentials::parse("nopass").is_err());
         assert!(Credentials::parse(":p").is_err());
     }

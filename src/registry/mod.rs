@@ -214,10 +214,11 @@ impl Client {
                 path: path.clone(),
                 why: e.to_string(),
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::Ca {
-                path: path.clone(),
-                why: e.to_string(),
-            })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::Ca {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
             if certs.is_empty() {
                 return Err(RegistryError::Ca {
                     path,
@@ -267,7 +268,11 @@ impl Client {
             let scheme = self.scheme(&ep.host);
             let url = format!(
                 "{}://{}{path}",
-                if scheme == Scheme::Https { "https" } else { "http" },
+                if scheme == Scheme::Https {
+                    "https"
+                } else {
+                    "http"
+                },
                 ep.host
             );
             let mut req = http.get(&url);
@@ -278,20 +283,25 @@ impl Client {
                 req = req.header(AUTHORIZATION, a);
             }
             match req.send() {
-                Ok(r) if (r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error())
-                    && attempt < self.opts.retries =>
+                Ok(r)
+                    if (r.status() == StatusCode::TOO_MANY_REQUESTS
+                        || r.status().is_server_error())
+                        && attempt < self.opts.retries =>
                 {
                     let wait = self.backoff(attempt, Some(&r));
                     tracing::warn!(%url, status = %r.status(), ?wait, "registry error, retrying");
                     std::thread::sleep(wait);
                 }
                 Ok(r) => return Ok((url, r)),
-                Err(e) if scheme == Scheme::Https && self.insecure_allowed(&ep.host) && !e.is_timeout() => {
+                Err(e) if scheme == Scheme::Https && self.insecure_allowed(&ep.host) => {
                     tracing::debug!(host = %ep.host, error = %e, "TLS failed; using plain HTTP for an insecure registry");
                     self.lock().scheme.insert(ep.host.clone(), Scheme::Http);
                     continue;
                 }
-                Err(e) if attempt < self.opts.retries && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                Err(e)
+                    if attempt < self.opts.retries
+                        && (e.is_connect() || e.is_timeout() || e.is_request()) =>
+                {
                     let wait = self.backoff(attempt, None);
                     tracing::warn!(%url, error = %e, ?wait, "connection failed, retrying");
                     std::thread::sleep(wait);
@@ -310,15 +320,21 @@ impl Client {
             .or_else(|| st.basic.get(host).cloned())
     }
 
-    fn credentials(&self, ep: &Endpoint, repository: &str) -> Result<Option<Credentials>, RegistryError> {
+    fn credentials(
+        &self,
+        ep: &Endpoint,
+        repository: &str,
+    ) -> Result<Option<Credentials>, RegistryError> {
         if ep.upstream {
             if let Some(c) = &self.opts.creds {
                 return Ok(Some(c.clone()));
             }
         }
-        auth::lookup(&self.opts.auth_files, &ep.cred_key, repository).map_err(|why| RegistryError::Auth {
-            registry: ep.cred_key.clone(),
-            why,
+        auth::lookup(&self.opts.auth_files, &ep.cred_key, repository).map_err(|why| {
+            RegistryError::Auth {
+                registry: ep.cred_key.clone(),
+                why,
+            }
         })
     }
 
@@ -341,7 +357,8 @@ impl Client {
                 None => Ok(false),
             },
             Some(Challenge::Bearer { realm, service, .. }) => {
-                let token = self.fetch_token(ep, &realm, service.as_deref(), scope, creds.as_ref())?;
+                let token =
+                    self.fetch_token(ep, &realm, service.as_deref(), scope, creds.as_ref())?;
                 self.lock().tokens.put(&ep.host, scope, token);
                 Ok(true)
             }
@@ -361,7 +378,8 @@ impl Client {
             registry: ep.cred_key.clone(),
             why,
         };
-        let mut url = reqwest::Url::parse(realm).map_err(|e| err(format!("bad realm {realm:?}: {e}")))?;
+        let mut url =
+            reqwest::Url::parse(realm).map_err(|e| err(format!("bad realm {realm:?}: {e}")))?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -389,7 +407,11 @@ impl Client {
             return Err(err(format!(
                 "token endpoint {} answered {status}{}",
                 url.as_str().split('?').next().unwrap_or(""),
-                if status == StatusCode::UNAUTHORIZED { " (wrong credentials?)" } else { "" }
+                if status == StatusCode::UNAUTHORIZED {
+                    " (wrong credentials?)"
+                } else {
+                    ""
+                }
             )));
         }
         auth::parse_token(&body, Instant::now()).map_err(err)
@@ -571,7 +593,10 @@ impl Repo<'_> {
 
     /// Fetches a small blob (a config) whole, bounded by its descriptor's size.
     pub fn small_blob(&self, d: &Descriptor) -> Result<Vec<u8>, RegistryError> {
-        let limit = d.size.unwrap_or(manifest::MAX_DOCUMENT_BYTES).min(manifest::MAX_DOCUMENT_BYTES);
+        let limit = d
+            .size
+            .unwrap_or(manifest::MAX_DOCUMENT_BYTES)
+            .min(manifest::MAX_DOCUMENT_BYTES);
         let path = format!("/v2/{}/blobs/{}", self.repository, d.digest);
         self.each_endpoint(&path, |ep| {
             let (url, resp) = self.get(ep, &path, &[])?;
@@ -661,7 +686,11 @@ impl Repo<'_> {
     }
 }
 
-fn check_blob_status(url: &str, resp: Response, digest: &Digest) -> Result<Response, RegistryError> {
+fn check_blob_status(
+    url: &str,
+    resp: Response,
+    digest: &Digest,
+) -> Result<Response, RegistryError> {
     match resp.status() {
         s if s.is_success() => Ok(resp),
         StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
@@ -682,10 +711,21 @@ mod tests {
 
     #[test]
     fn loopback_hosts_may_use_http() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["quay.io", "localhost.evil.com", "10.0.0.1:5000", "[::2]:5000"] {
+        for h in [
+            "quay.io",
+            "localhost.evil.com",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
         let c = Client::new(Options {

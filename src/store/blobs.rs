@@ -19,7 +19,7 @@ pub enum Begin {
     /// The blob is already in the store (perhaps another skiff just fetched it).
     Present,
     /// This process holds the blob's ingest lock and should fetch from `offset()`.
-    Ingest(Ingest),
+    Ingest(Box<Ingest>),
 }
 
 /// A download in progress. Holds the blob's lock, so no other skiff fetches the same blob.
@@ -107,7 +107,7 @@ impl Store {
             _lock: lock,
         };
         ingest.rehash_partial()?;
-        Ok(Begin::Ingest(ingest))
+        Ok(Begin::Ingest(Box::new(ingest)))
     }
 
     /// Stores a small document whose bytes are all in memory (manifest, config).
@@ -138,7 +138,11 @@ impl Store {
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let e = e.map_err(io_err("list", &dir))?;
-            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+            if let Some(d) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            {
                 out.push(d);
             }
         }
@@ -221,7 +225,9 @@ impl Ingest {
 
     /// Drops what was downloaded so far (the server ignored our Range request).
     pub fn restart(&mut self) -> Result<(), StoreError> {
-        self.file.set_len(0).map_err(io_err("truncate", &self.partial))?;
+        self.file
+            .set_len(0)
+            .map_err(io_err("truncate", &self.partial))?;
         self.file
             .seek(SeekFrom::Start(0))
             .map_err(io_err("seek", &self.partial))?;
@@ -262,7 +268,9 @@ impl Ingest {
             self.discard();
             return Err(e);
         }
-        self.file.sync_all().map_err(io_err("fsync", &self.partial))?;
+        self.file
+            .sync_all()
+            .map_err(io_err("fsync", &self.partial))?;
         fs::rename(&self.partial, &self.blob).map_err(io_err("rename into place", &self.blob))?;
         let dir = self.blob.parent().unwrap_or(&self.blob);
         sync_dir(dir)

@@ -52,7 +52,9 @@ impl Index {
     fn load(&self) -> Result<File, StoreError> {
         let path = self.path();
         match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|source| StoreError::BadIndex { path, source }),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|source| StoreError::BadIndex { path, source })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(File::default()),
             Err(e) => Err(io_err("read", &path)(e)),
         }

@@ -117,12 +117,21 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
                 h.set_cksum();
                 b.append(&h, &[][..]).unwrap();
             }
-            Entry::Rich { path, data, mode, uid, gid, mtime, xattrs } => {
+            Entry::Rich {
+                path,
+                data,
+                mode,
+                uid,
+                gid,
+                mtime,
+                xattrs,
+            } => {
                 let pax: Vec<(String, &[u8])> = xattrs
                     .iter()
                     .map(|(k, v)| (format!("SCHILY.xattr.{k}"), &v[..]))
                     .collect();
-                b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v))).unwrap();
+                b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
+                    .unwrap();
                 let mut h = header(tar::EntryType::Regular, path, *mode, data.len() as u64);
                 h.set_uid(*uid);
                 h.set_gid(*gid);
@@ -292,7 +301,11 @@ pub fn push_blob(base: &str, repo: &str, blob: &[u8]) {
         .unwrap();
     assert_eq!(r.status().as_u16(), 202, "start upload: {:?}", r.text());
     let loc = r.headers()["location"].to_str().unwrap().to_string();
-    let loc = if loc.starts_with("http") { loc } else { format!("{base}{loc}") };
+    let loc = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{base}{loc}")
+    };
     let sep = if loc.contains('?') { '&' } else { '?' };
     let r = c
         .put(format!("{loc}{sep}digest={}", sha(blob)))
@@ -324,7 +337,10 @@ pub fn push(base: &str, repo: &str, tag: &str, img: &Image) -> String {
 
 /// Deterministic incompressible bytes (so layer sizes are real).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;

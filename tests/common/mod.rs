@@ -21,7 +21,10 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new().prefix("skiff-test").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-test")
+            .tempdir()
+            .unwrap();
         let storage = dir.path().join("registry");
         let root = dir.path().join("store");
         Env { dir, storage, root }
@@ -63,21 +66,34 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts success and returns stdout.
 #[track_caller]
 pub fn ok(o: Output) -> String {
-    assert!(o.status.success(), "skiff failed ({}):\nstdout: {}\nstderr: {}", o.status, stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "skiff failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
 /// Asserts failure and returns stderr.
 #[track_caller]
 pub fn fails(o: Output) -> String {
-    assert!(!o.status.success(), "skiff should have failed:\nstdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    assert!(
+        !o.status.success(),
+        "skiff should have failed:\nstdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
     stderr(&o)
 }
 
 /// Regular files under `dir` (recursively).
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         let ft = e.file_type().unwrap();

@@ -11,7 +11,11 @@ use base64::Engine as _;
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub struct Pki {
@@ -24,19 +28,60 @@ pub struct Pki {
 pub fn make_pki(dir: &Path) -> Pki {
     std::fs::create_dir_all(dir).unwrap();
     let p = |n: &str| dir.join(n);
-    run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=skiff test CA"])
-        .arg("-keyout").arg(p("ca.key")).arg("-out").arg(p("ca.crt")));
-    run(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
-        .arg("-keyout").arg(p("server.key")).arg("-out").arg(p("server.csr")));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=skiff test CA",
+        ])
+        .arg("-keyout")
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.crt")));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")));
     std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    run(Command::new("openssl").args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .arg("-in").arg(p("server.csr")).arg("-CA").arg(p("ca.crt")).arg("-CAkey").arg(p("ca.key"))
-        .arg("-extfile").arg(p("ext.cnf")).arg("-out").arg(p("server.crt")));
-    Pki { ca: p("ca.crt"), cert: p("server.crt"), key: p("server.key") }
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .arg("-in")
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.crt"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-extfile")
+        .arg(p("ext.cnf"))
+        .arg("-out")
+        .arg(p("server.crt")));
+    Pki {
+        ca: p("ca.crt"),
+        cert: p("server.crt"),
+        key: p("server.key"),
+    }
 }
 
 pub fn htpasswd(dir: &Path, user: &str, pass: &str) -> PathBuf {
-    let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().expect("htpasswd (apache2-utils)");
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, pass])
+        .output()
+        .expect("htpasswd (apache2-utils)");
     assert!(out.status.success());
     let path = dir.join("htpasswd");
     std::fs::write(&path, out.stdout).unwrap();
@@ -71,9 +116,28 @@ pub fn start_issuer(dir: &Path, require_creds: Option<(String, String)>) -> Issu
     std::fs::create_dir_all(dir).unwrap();
     let key = dir.join("token.key");
     let cert = dir.join("token.crt");
-    run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=token issuer"])
-        .arg("-keyout").arg(&key).arg("-out").arg(&cert));
-    let der = Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).output().unwrap().stdout;
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=token issuer",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap()
+        .stdout;
     let x5c = base64::engine::general_purpose::STANDARD.encode(der);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -86,37 +150,76 @@ pub fn start_issuer(dir: &Path, require_creds: Option<(String, String)>) -> Issu
             let n = conn.read(&mut buf).unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]).to_string();
             let target = head.split(' ').nth(1).unwrap_or("").to_string();
-            let query = target.split_once('?').map(|x| x.1.to_string()).unwrap_or_default();
-            let basic = head.lines().find_map(|l| l.strip_prefix("Authorization: Basic ").or_else(|| l.strip_prefix("authorization: Basic ")).map(|s| s.trim().to_string()));
-            reqs.lock().unwrap().push(TokenRequest { query: query.clone(), basic: basic.clone() });
+            let query = target
+                .split_once('?')
+                .map(|x| x.1.to_string())
+                .unwrap_or_default();
+            let basic = head.lines().find_map(|l| {
+                l.strip_prefix("Authorization: Basic ")
+                    .or_else(|| l.strip_prefix("authorization: Basic "))
+                    .map(|s| s.trim().to_string())
+            });
+            reqs.lock().unwrap().push(TokenRequest {
+                query: query.clone(),
+                basic: basic.clone(),
+            });
             let creds_ok = match (&require_creds, &basic) {
                 (None, _) => true,
-                (Some((u, p)), Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok() == Some(format!("{u}:{p}").into_bytes()),
+                (Some((u, p)), Some(b)) => {
+                    base64::engine::general_purpose::STANDARD.decode(b).ok()
+                        == Some(format!("{u}:{p}").into_bytes())
+                }
                 (Some(_), None) => false,
             };
             if !creds_ok {
-                let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = conn.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
                 continue;
             }
-            let scope = query.split('&').find_map(|kv| kv.strip_prefix("scope=")).unwrap_or("");
+            let scope = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("scope="))
+                .unwrap_or("");
             let scope = scope.replace("%3A", ":").replace("%2F", "/");
             let repo = scope.split(':').nth(1).unwrap_or("").to_string();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
             let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
             let claims = serde_json::json!({
                 "iss": "skiff-test-issuer", "sub": "anyone", "aud": "skiff-test",
                 "exp": now + 300, "nbf": now - 10, "iat": now - 10, "jti": format!("{now}-{n}"),
                 "access": [{"type": "repository", "name": repo, "actions": ["pull"]}],
             });
-            let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-            let mut child = Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(&key)
-                .stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-            child.stdin.take().unwrap().write_all(signing_input.as_bytes()).unwrap();
+            let signing_input = format!(
+                "{}.{}",
+                b64(header.to_string().as_bytes()),
+                b64(claims.to_string().as_bytes())
+            );
+            let mut child = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(signing_input.as_bytes())
+                .unwrap();
             let sig = child.wait_with_output().unwrap().stdout;
             let jwt = format!("{signing_input}.{}", b64(&sig));
             let body = serde_json::json!({"token": jwt, "expires_in": 300}).to_string();
             let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         }
     });
-    Issuer { port, bundle: cert, requests }
+    Issuer {
+        port,
+        bundle: cert,
+        requests,
+    }
 }

@@ -75,7 +75,11 @@ impl Proxy {
     pub fn blob_downloads(&self, digest: &str) -> Vec<Seen> {
         self.requests()
             .into_iter()
-            .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/blobs/{digest}")) && (r.status == 200 || r.status == 206))
+            .filter(|r| {
+                r.method == "GET"
+                    && r.path.ends_with(&format!("/blobs/{digest}"))
+                    && (r.status == 200 || r.status == 206)
+            })
             .collect()
     }
 }
@@ -86,6 +90,10 @@ fn read_head(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     while !head.ends_with(b"\r\n\r\n") {
         if conn.read(&mut b)? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        // A TLS ClientHello: this proxy speaks plain HTTP only, as a Go server would say.
+        if head.is_empty() && b[0] == 0x16 {
+            return Err(std::io::ErrorKind::InvalidData.into());
         }
         head.push(b[0]);
         if head.len() > 64 * 1024 {
@@ -103,10 +111,18 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn respond_status(conn: &mut TcpStream, status: u16, extra: &str) -> std::io::Result<()> {
-    write!(conn, "HTTP/1.1 {status} Injected\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n")
+    write!(
+        conn,
+        "HTTP/1.1 {status} Injected\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n"
+    )
 }
 
-fn handle(mut conn: TcpStream, upstream: u16, seen: &Mutex<Vec<Seen>>, fault: &Mutex<Fault>) -> std::io::Result<()> {
+fn handle(
+    mut conn: TcpStream,
+    upstream: u16,
+    seen: &Mutex<Vec<Seen>>,
+    fault: &Mutex<Fault>,
+) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(&read_head(&mut conn)?).to_string();
     let mut first = head.lines().next().unwrap_or("").split(' ');
     let method = first.next().unwrap_or("").to_string();
@@ -153,11 +169,18 @@ fn handle(mut conn: TcpStream, upstream: u16, seen: &Mutex<Vec<Seen>>, fault: &M
     up.write_all(req.as_bytes())?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |i| i + 4);
     let (rhead, body) = resp.split_at(split);
     let mut rhead = String::from_utf8_lossy(rhead).to_string();
     let mut body = body.to_vec();
-    record.status = rhead.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    record.status = rhead
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     seen.lock().unwrap().push(record.clone());
     let blob_body = is_blob && method == "GET" && (record.status == 200 || record.status == 206);
     match current {
@@ -168,7 +191,10 @@ fn handle(mut conn: TcpStream, upstream: u16, seen: &Mutex<Vec<Seen>>, fault: &M
         Fault::ExtendBlob if blob_body => {
             let old = body.len();
             body.extend_from_slice(b"junk appended by a lying registry");
-            rhead = rhead.replace(&format!("Content-Length: {old}"), &format!("Content-Length: {}", body.len()));
+            rhead = rhead.replace(
+                &format!("Content-Length: {old}"),
+                &format!("Content-Length: {}", body.len()),
+            );
         }
         Fault::CutBlobAfter(n) if blob_body && body.len() > n => {
             conn.write_all(rhead.as_bytes())?;

@@ -52,7 +52,10 @@ impl Registry {
             );
         }
         if let Some(h) = &config.htpasswd {
-            yml += &format!("auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n", h.display());
+            yml += &format!(
+                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                h.display()
+            );
         }
         if let Some((realm, bundle)) = &config.token {
             yml += &format!(
@@ -103,7 +106,11 @@ impl Registry {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.config.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
