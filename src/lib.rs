@@ -3,6 +3,7 @@
 //! Data flows one way: reference → manifest → blobs (store) → layers → rootfs → exec.
 
 pub mod cli;
+pub mod fs;
 pub mod logging;
 pub mod manifest;
 pub mod pull;

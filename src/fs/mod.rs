@@ -1,0 +1,6 @@
+//! Filesystem access to untrusted trees.
+
+pub mod root;
+
+#[cfg(test)]
+mod tests;
