@@ -5,8 +5,6 @@
 //! and with `--pull=missing` a registry that cannot be reached falls back to the cached answer.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -41,7 +39,7 @@ pub enum PullError {
     Registry(Box<RegistryError>),
     #[error(transparent)]
     Store(Box<StoreError>),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Manifest {
         what: String,
         #[source]
@@ -423,31 +421,9 @@ fn fetch_layers(
     if todo.is_empty() {
         return Ok(());
     }
-    let next = AtomicUsize::new(0);
-    let first_error: Mutex<Option<PullError>> = Mutex::new(None);
-    let workers = max_parallel.clamp(1, todo.len());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let repo = client.repo(r);
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(d) = todo.get(i) else { break };
-                    if let Err(e) = fetch_one(store, &repo, d, progress) {
-                        let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert(e);
-                        // Leave the queue to the others: stop taking new work.
-                        next.store(todo.len(), Ordering::SeqCst);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    crate::parallel::for_each(&todo, max_parallel, |d| {
+        fetch_one(store, &client.repo(r), d, progress)
+    })
 }
 
 fn fetch_one(

@@ -1,6 +1,7 @@
 //! `images`, `inspect`, `rm`: what the store holds, read without the network.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -9,6 +10,7 @@ use crate::manifest::Platform;
 use crate::pull;
 use crate::reference::{Digest, Reference};
 use crate::store::Store;
+use crate::unpack;
 
 fn ago(then: u64) -> String {
     let now = std::time::SystemTime::now()
@@ -158,4 +160,84 @@ fn collect_blobs(store: &Store) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `skiff unpack`: the flattened rootfs in a fresh directory.
+pub fn unpack_to(store: &Store, img: &pull::Image, dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                anyhow::bail!(
+                    "{} is not empty; skiff unpack writes only into an empty or new directory",
+                    dir.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    }
+    let layers: Vec<_> = img
+        .layers
+        .iter()
+        .map(|l| store.layer_path(&unpack::layer_key(l)))
+        .collect();
+    unpack::flatten(&layers, dir)
+        .with_context(|| format!("writing the rootfs into {}", dir.display()))
+}
+
+/// Removes blobs, layer trees and stale staging that nothing references.
+pub fn gc(store: &Store) -> Result<()> {
+    collect_blobs(store)?;
+    let mut keep_layers = BTreeSet::new();
+    for (name, e) in store.index().list()? {
+        let platform = e.platform.parse().unwrap_or_else(|_| Platform::host());
+        if let Ok(img) = pull::load_digest(store, &name, &e.digest, &platform) {
+            keep_layers.extend(img.layers.iter().map(unpack::layer_key));
+        }
+    }
+    keep_layers.extend(store.layers_in_use()?);
+    let mut removed = 0;
+    for key in store.list_layers()? {
+        if !keep_layers.contains(&key) {
+            store.remove_layer(&key)?;
+            removed += 1;
+        }
+    }
+    store.clean_stale_staging()?;
+    tracing::info!(layers = removed, "garbage collected");
+    Ok(())
+}
+
+/// Re-hashes every blob; reports damage and, with `repair`, drops the damaged blobs.
+pub fn verify(store: &Store, repair: bool) -> Result<()> {
+    let mut damaged = Vec::new();
+    let blobs = store.list_blobs()?;
+    for d in &blobs {
+        if !store.check_blob(d)? {
+            println!("damaged: {d}");
+            damaged.push(d.clone());
+        }
+    }
+    if damaged.is_empty() {
+        println!("{} blobs verified", blobs.len());
+        return Ok(());
+    }
+    if repair {
+        for d in &damaged {
+            store.remove_blob(d)?;
+        }
+        println!(
+            "removed {} damaged blobs; pull again to fetch them",
+            damaged.len()
+        );
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} of {} blobs are damaged; run `skiff verify --repair`, then pull again",
+            damaged.len(),
+            blobs.len()
+        )
+    }
 }

@@ -116,6 +116,23 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Write an image's flattened rootfs into DIR (which must be empty or absent).
+    Unpack {
+        #[command(flatten)]
+        image: ImageArgs,
+        #[command(flatten)]
+        pull: PullArgs,
+        /// Where to write the tree.
+        dir: PathBuf,
+    },
+    /// Remove blobs and layers that no reference uses and no running payload holds.
+    Gc,
+    /// Re-check every blob in the store against its digest.
+    Verify {
+        /// Drop damaged blobs (a later pull fetches them again).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 /// Parses an image argument with its `--digest` pin.
@@ -187,6 +204,13 @@ pub fn run(cli: Cli) -> Result<()> {
             images::inspect(&store, &r, image.platform.as_deref())
         }
         Command::Rm { images } => images::remove(&open_store(&cli)?, images),
+        Command::Unpack { image, pull, dir } => {
+            let store = open_store(&cli)?;
+            let img = pull_image(&cli, &store, image, pull)?;
+            images::unpack_to(&store, &img, dir)
+        }
+        Command::Gc => images::gc(&open_store(&cli)?),
+        Command::Verify { repair } => images::verify(&open_store(&cli)?, *repair),
     }
 }
 
@@ -214,7 +238,11 @@ pub fn pull_image(
     };
     let result = pull::pull(store, &client, &req, &reporter);
     reporter.done();
-    result.with_context(|| format!("pulling {r}"))
+    let img = result.with_context(|| format!("pulling {r}"))?;
+    // The registry client (and its threads) is done before any unpacking or namespace work.
+    drop(client);
+    crate::unpack::ensure_layers(store, &img).with_context(|| format!("unpacking {r}"))?;
+    Ok(img)
 }
 
 /// The exit status for an error that ended skiff before any payload ran. 125 is what podman and

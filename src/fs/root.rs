@@ -22,7 +22,7 @@ use thiserror::Error;
 pub enum RootError {
     #[error("{path:?}: {why}")]
     Hostile { path: String, why: &'static str },
-    #[error("{op} {path:?}: {source}")]
+    #[error("{op} {path:?}")]
     Sys {
         op: &'static str,
         path: String,
@@ -197,7 +197,11 @@ impl Root {
             cur = match self.open_dir(&prefix) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
-                    match mkdirat(cur.as_fd(), OsStr::from_bytes(&p.parts[i]), Mode::from_bits_truncate(0o755)) {
+                    match mkdirat(
+                        cur.as_fd(),
+                        OsStr::from_bytes(&p.parts[i]),
+                        Mode::from_bits_truncate(0o755),
+                    ) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(sys("create directory", &prefix)(e)),
                     }
@@ -224,8 +228,15 @@ impl At<'_> {
     }
 
     pub fn kind(&self) -> Result<Kind, RootError> {
-        match fstatat(self.dir.as_fd(), self.name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR => {
+        match fstatat(
+            self.dir.as_fd(),
+            self.name.as_c_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st)
+                if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+                    == SFlag::S_IFDIR =>
+            {
                 Ok(Kind::Dir)
             }
             Ok(_) => Ok(Kind::Other),
@@ -241,8 +252,12 @@ impl At<'_> {
             Kind::Dir => {
                 remove_tree(self.dir.as_fd(), &self.name).map_err(self.err("remove directory"))
             }
-            Kind::Other => unlinkat(self.dir.as_fd(), self.name.as_c_str(), UnlinkatFlags::NoRemoveDir)
-                .map_err(self.err("remove")),
+            Kind::Other => unlinkat(
+                self.dir.as_fd(),
+                self.name.as_c_str(),
+                UnlinkatFlags::NoRemoveDir,
+            )
+            .map_err(self.err("remove")),
         }
     }
 
@@ -254,8 +269,12 @@ impl At<'_> {
                 if k == Kind::Other {
                     self.remove()?;
                 }
-                mkdirat(self.dir.as_fd(), self.name.as_c_str(), Mode::from_bits_truncate(mode & 0o7777))
-                    .map_err(self.err("create directory"))?;
+                mkdirat(
+                    self.dir.as_fd(),
+                    self.name.as_c_str(),
+                    Mode::from_bits_truncate(mode & 0o7777),
+                )
+                .map_err(self.err("create directory"))?;
             }
         }
         self.open(OFlag::O_RDONLY | OFlag::O_DIRECTORY)
@@ -288,8 +307,12 @@ impl At<'_> {
 
     pub fn symlink(&self, target: &[u8]) -> Result<(), RootError> {
         self.remove()?;
-        symlinkat(OsStr::from_bytes(target), self.dir.as_fd(), self.name.as_c_str())
-            .map_err(self.err("create symlink"))
+        symlinkat(
+            OsStr::from_bytes(target),
+            self.dir.as_fd(),
+            self.name.as_c_str(),
+        )
+        .map_err(self.err("create symlink"))
     }
 
     /// Hard-links `target` (another entry of the same root) at the name.
@@ -313,8 +336,14 @@ impl At<'_> {
 
     pub fn mknod(&self, kind: SFlag, mode: u32, dev: u64) -> Result<(), RootError> {
         self.remove()?;
-        mknodat(self.dir.as_fd(), self.name.as_c_str(), kind, Mode::from_bits_truncate(mode & 0o7777), dev)
-            .map_err(self.err("create node"))
+        mknodat(
+            self.dir.as_fd(),
+            self.name.as_c_str(),
+            kind,
+            Mode::from_bits_truncate(mode & 0o7777),
+            dev,
+        )
+        .map_err(self.err("create node"))
     }
 
     /// Ownership and times of a symlink (which has no mode of its own).
@@ -339,7 +368,13 @@ impl At<'_> {
     }
 
     /// Ownership, mode and mtime of a node that cannot be opened for writing (a FIFO).
-    pub fn chown_chmod_times(&self, uid: u32, gid: u32, mode: u32, mtime: i64) -> Result<(), RootError> {
+    pub fn chown_chmod_times(
+        &self,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<(), RootError> {
         let f = self.open(OFlag::O_PATH)?;
         // fchmodat on a just-created FIFO in a staging tree no one else writes.
         self.lchown_times(uid, gid, mtime)?;
@@ -414,8 +449,12 @@ pub fn set_xattr(f: &File, name: &str, value: &[u8]) -> Result<(), Errno> {
 pub fn remove_dir_all(path: &Path) -> Result<(), RootError> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b".");
-    let pfd = nix::fcntl::open(parent, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(sys("open", parent.as_os_str().as_bytes()))?;
+    let pfd = nix::fcntl::open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open", parent.as_os_str().as_bytes()))?;
     let cname = CString::new(name).map_err(|_| RootError::Hostile {
         path: path.display().to_string(),
         why: "contains a NUL byte",
@@ -427,4 +466,3 @@ pub fn remove_dir_all(path: &Path) -> Result<(), RootError> {
         Err(e) => Err(sys("remove", path.as_os_str().as_bytes())(e)),
     }
 }
-

@@ -24,7 +24,12 @@ fn scene() -> Scene {
     symlink("../../../../../../outside", r.join("sub/deep")).unwrap();
     symlink("sub", r.join("rel")).unwrap();
     symlink(&secret, r.join("link")).unwrap();
-    Scene { root: Root::open(&r).unwrap(), secret, outside, _t: t }
+    Scene {
+        root: Root::open(&r).unwrap(),
+        secret,
+        outside,
+        _t: t,
+    }
 }
 
 fn p(s: &str) -> InnerPath {
@@ -34,14 +39,21 @@ fn p(s: &str) -> InnerPath {
 impl Scene {
     fn untouched(&self) {
         assert_eq!(std::fs::read(&self.secret).unwrap(), b"host data");
-        let names: Vec<_> = std::fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&self.outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["secret"], "nothing new outside the root");
     }
 }
 
 #[test]
 fn parsing_untrusted_paths() {
-    assert_eq!(p("/etc/passwd"), p("etc/passwd"), "absolute paths are relative to the root");
+    assert_eq!(
+        p("/etc/passwd"),
+        p("etc/passwd"),
+        "absolute paths are relative to the root"
+    );
     assert_eq!(p("./a//b/"), p("a/b"));
     assert!(InnerPath::parse(b"./").unwrap().is_none());
     assert!(InnerPath::parse(b"").unwrap().is_none());
@@ -64,7 +76,10 @@ fn hostile_operations_stay_inside() {
         ("up/newdir/file", "create parents through a symlink"),
     ] {
         let ip = p(path);
-        let r = s.root.parent(&ip, true).and_then(|at| at.create_file().map(|mut f| f.write_all(b"pwned")));
+        let r = s
+            .root
+            .parent(&ip, true)
+            .and_then(|at| at.create_file().map(|mut f| f.write_all(b"pwned")));
         assert!(matches!(r, Err(RootError::Hostile { .. })), "{why}: {r:?}");
         s.untouched();
     }
@@ -73,9 +88,18 @@ fn hostile_operations_stay_inside() {
     assert!(s.root.parent(&target, false).is_err());
     // Writing a file where a symlink to a host file stands replaces the link, not the file.
     let ip = p("link");
-    s.root.parent(&ip, true).unwrap().create_file().unwrap().write_all(b"inside").unwrap();
+    s.root
+        .parent(&ip, true)
+        .unwrap()
+        .create_file()
+        .unwrap()
+        .write_all(b"inside")
+        .unwrap();
     s.untouched();
-    assert_eq!(std::fs::read(s.root.path().join("link")).unwrap(), b"inside");
+    assert_eq!(
+        std::fs::read(s.root.path().join("link")).unwrap(),
+        b"inside"
+    );
     // Removing a symlink to a host directory removes the link only.
     let ip = p("abs");
     s.root.parent(&ip, false).unwrap().remove().unwrap();
@@ -83,7 +107,9 @@ fn hostile_operations_stay_inside() {
     // mkdir over a symlink to a host directory makes a real directory inside.
     let ip = p("up");
     s.root.parent(&ip, false).unwrap().mkdir(0o755).unwrap();
-    assert!(std::fs::symlink_metadata(s.root.path().join("up")).unwrap().is_dir());
+    assert!(std::fs::symlink_metadata(s.root.path().join("up"))
+        .unwrap()
+        .is_dir());
     s.untouched();
 }
 
@@ -91,7 +117,13 @@ fn hostile_operations_stay_inside() {
 fn symlinks_inside_the_root_are_followed_for_parents() {
     let s = scene();
     let ip = p("rel/file");
-    s.root.parent(&ip, true).unwrap().create_file().unwrap().write_all(b"x").unwrap();
+    s.root
+        .parent(&ip, true)
+        .unwrap()
+        .create_file()
+        .unwrap()
+        .write_all(b"x")
+        .unwrap();
     assert_eq!(std::fs::read(s.root.path().join("sub/file")).unwrap(), b"x");
     let ip = p("a/b/c/d");
     s.root.parent(&ip, true).unwrap().create_file().unwrap();

@@ -39,7 +39,7 @@ application/vnd.docker.distribution.manifest.v1+json";
 pub enum ManifestError {
     #[error("document is {size} bytes, more than the {MAX_DOCUMENT_BYTES}-byte limit")]
     TooLarge { size: u64 },
-    #[error("malformed {what}: {source}")]
+    #[error("malformed {what}")]
     Json {
         what: &'static str,
         #[source]
@@ -49,7 +49,7 @@ pub enum ManifestError {
     UnsupportedType(String),
     #[error("manifest media type mismatch: {expected} expected, document says {found}")]
     TypeMismatch { expected: String, found: String },
-    #[error("{what} has a bad digest: {source}")]
+    #[error("{what} has a bad digest")]
     Digest {
         what: String,
         #[source]

@@ -27,7 +27,7 @@ const MAX_TOKEN_BODY: u64 = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum RegistryError {
-    #[error("GET {url}: {source}")]
+    #[error("GET {url}")]
     Transport {
         url: String,
         #[source]
@@ -51,14 +51,14 @@ pub enum RegistryError {
     TooLarge { url: String, limit: u64 },
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
-    #[error("storing {digest} from {url}: {source}")]
+    #[error("storing {digest} from {url}")]
     Store {
         digest: Digest,
         url: String,
         #[source]
         source: StoreError,
     },
-    #[error("GET {url}: {source}")]
+    #[error("GET {url}")]
     Read {
         url: String,
         #[source]

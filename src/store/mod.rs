@@ -8,6 +8,7 @@
 
 mod blobs;
 mod index;
+pub mod lease;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -25,7 +26,7 @@ pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -54,7 +55,7 @@ pub enum StoreError {
     TooLong { digest: Digest, limit: u64 },
     #[error("blob {0} is not in the store")]
     Missing(Digest),
-    #[error("the store index {path} is damaged: {source}")]
+    #[error("the store index {path} is damaged")]
     BadIndex {
         path: PathBuf,
         #[source]
@@ -100,7 +101,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
-        for dir in ["blobs", "blobs/sha256", "ingest", "layers", "tmp"] {
+        for dir in ["blobs", "blobs/sha256", "ingest", "layers", "tmp", "leases"] {
             store.ensure_dir(&root.join(dir))?;
         }
         Ok(store)
@@ -136,6 +137,103 @@ impl Store {
 
     pub fn layers_dir(&self) -> PathBuf {
         self.root.join("layers")
+    }
+
+    /// Where an unpacked layer tree lives (`key` is a digest's hex, or `blob-` and one).
+    pub fn layer_path(&self, key: &str) -> PathBuf {
+        self.root.join("layers").join(key)
+    }
+
+    /// Serialises the unpacking of one layer between processes.
+    pub fn lock_layer(&self, key: &str) -> Result<Flock<File>, StoreError> {
+        lock_file(&self.tmp_dir().join(format!("{key}.lock")))
+    }
+
+    /// A fresh, empty staging directory for `name`, marked with this process's pid so a later
+    /// run can tell a leftover from work in progress.
+    pub fn staging_dir(&self, name: &str) -> Result<PathBuf, StoreError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = self
+            .tmp_dir()
+            .join(format!("{name}.{}.{n}", std::process::id()));
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&path)
+            .map_err(io_err("create", &path))?;
+        Ok(path)
+    }
+
+    /// Moves a finished staging tree into place; the rename is what makes it visible.
+    pub fn commit_staged(&self, staging: &Path, dest: &Path) -> Result<(), StoreError> {
+        match fs::rename(staging, dest) {
+            Ok(()) => {}
+            // Another process finished the same tree first: theirs is as good as ours.
+            Err(e)
+                if dest.is_dir()
+                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) =>
+            {
+                let _ = crate::fs::root::remove_dir_all(staging);
+            }
+            Err(e) => return Err(io_err("rename into place", dest)(e)),
+        }
+        sync_dir(dest.parent().unwrap_or(&self.root))
+    }
+
+    /// Removes staging directories whose process is gone (a skiff killed mid-unpack).
+    pub fn clean_stale_staging(&self) -> Result<(), StoreError> {
+        let tmp = self.tmp_dir();
+        for e in fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
+            let e = e.map_err(io_err("list", &tmp))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut parts = name.rsplit('.');
+            let (_seq, pid) = (
+                parts.next(),
+                parts.next().and_then(|p| p.parse::<u32>().ok()),
+            );
+            let Some(pid) = pid else { continue };
+            if name.ends_with(".lock") || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            tracing::info!(path = %e.path().display(), "removing what an interrupted skiff left");
+            crate::fs::root::remove_dir_all(&e.path()).map_err(|err| StoreError::Io {
+                op: "remove",
+                path: e.path(),
+                source: io::Error::other(err.to_string()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Keys of the unpacked layer trees.
+    pub fn list_layers(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.layers_dir();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let e = e.map_err(io_err("list", &dir))?;
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Removes a layer tree: renamed aside first, so it stops looking complete at once.
+    pub fn remove_layer(&self, key: &str) -> Result<(), StoreError> {
+        let _lock = self.lock_layer(key)?;
+        let src = self.layer_path(key);
+        let aside = self
+            .tmp_dir()
+            .join(format!("gc-{key}.{}.0", std::process::id()));
+        fs::rename(&src, &aside).map_err(io_err("rename aside", &src))?;
+        crate::fs::root::remove_dir_all(&aside).map_err(|e| StoreError::Io {
+            op: "remove",
+            path: aside.clone(),
+            source: io::Error::other(e.to_string()),
+        })
+    }
+
+    /// Layers that a running payload uses, from the leases `run` leaves (see `lease`).
+    pub fn layers_in_use(&self) -> Result<Vec<String>, StoreError> {
+        lease::live_layers(&self.root.join("leases"))
     }
 
     /// The reference index.

@@ -87,6 +87,8 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
                     h.set_mode(*mode);
                     h.set_size(data.len() as u64);
                     h.set_mtime(1_600_000_000);
+                    h.set_uid(0);
+                    h.set_gid(0);
                     b.append_data(&mut h, p, &data[..]).unwrap();
                 } else {
                     let mut h = header(tar::EntryType::Regular, p, *mode, data.len() as u64);

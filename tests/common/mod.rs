@@ -6,6 +6,7 @@ pub mod image;
 pub mod pki;
 pub mod proxy;
 pub mod registry;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

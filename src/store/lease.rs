@@ -1,0 +1,52 @@
+//! Leases: which layers a running payload uses, so `gc` never pulls a tree from under it.
+//!
+//! `run` writes `leases/<pid>` (the layer keys, one a line) before it execs; since skiff execs
+//! the payload on its own PID, the lease is live exactly while that process is. The process's
+//! start time is recorded too, so a recycled PID does not keep a lease alive forever.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::{io_err, write_atomic, StoreError};
+
+/// Field 22 of /proc/PID/stat: the start time in clock ticks since boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Records that this process (soon the payload) uses `layers`.
+pub fn take(dir: &Path, layers: &[String]) -> Result<(), StoreError> {
+    let pid = std::process::id();
+    let start = start_time(pid).unwrap_or(0);
+    let body = format!("{start}\n{}\n", layers.join("\n"));
+    write_atomic(dir, &pid.to_string(), body.as_bytes())
+}
+
+/// Layers held by live leases; dead leases are removed on the way.
+pub fn live_layers(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    for e in rd {
+        let e = e.map_err(io_err("list", dir))?;
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let body = fs::read_to_string(e.path()).unwrap_or_default();
+        let mut lines = body.lines();
+        let recorded: Option<u64> = lines.next().and_then(|l| l.parse().ok());
+        if start_time(pid).is_some() && start_time(pid) == recorded {
+            out.extend(lines.map(str::to_string));
+        } else {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    Ok(out)
+}

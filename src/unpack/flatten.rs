@@ -1,0 +1,170 @@
+//! Flattening layer trees into one plain directory, with overlayfs's semantics: a 0/0 character
+//! device deletes, an opaque directory hides what lies below, a directory replaces a
+//! non-directory and the reverse. Used for `skiff unpack` and where overlayfs is unavailable.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use nix::sys::stat::SFlag;
+
+use super::meta::{allowed_xattr, Meta};
+use super::UnpackError;
+use crate::fs::root::{InnerPath, Root};
+
+fn target_err(path: &Path, why: impl ToString) -> UnpackError {
+    UnpackError::Target {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// Merges `layers` (bottom first) into `target`, which must exist.
+pub fn flatten(layers: &[std::path::PathBuf], target: &Path) -> Result<(), UnpackError> {
+    let root = Root::open(target)?;
+    for layer in layers {
+        let mut links = HashMap::new();
+        merge(layer, &[], &root, &mut links)?;
+        let meta = read_meta(layer).map_err(|e| target_err(layer, e))?;
+        let f = File::open(target).map_err(|e| target_err(target, e))?;
+        meta.apply(&f).map_err(|e| target_err(target, e))?;
+    }
+    Ok(())
+}
+
+fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: valid C string and buffer with its length.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let key = String::from_utf8_lossy(name).into_owned();
+        if !allowed_xattr(&key) {
+            continue;
+        }
+        let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
+        let mut val = vec![0u8; 64 * 1024];
+        // SAFETY: as above.
+        let m = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                val.as_mut_ptr().cast(),
+                val.len(),
+            )
+        };
+        if m < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        val.truncate(m as usize);
+        out.push((key, val));
+    }
+    Ok(out)
+}
+
+fn read_meta(path: &Path) -> io::Result<Meta> {
+    let m = fs::symlink_metadata(path)?;
+    Ok(Meta {
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode() & 0o7777,
+        mtime: m.mtime(),
+        xattrs: if m.file_type().is_symlink() {
+            vec![]
+        } else {
+            read_xattrs(path)?
+        },
+    })
+}
+
+fn is_opaque(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut v = [0u8; 2];
+    // SAFETY: valid C strings and buffer.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            v.as_mut_ptr().cast(),
+            v.len(),
+        )
+    };
+    n == 1 && v[0] == b'y'
+}
+
+/// Copies the layer directory `src` (at `rel` inside the image) onto the target.
+fn merge(
+    src: &Path,
+    rel: &[u8],
+    root: &Root,
+    links: &mut HashMap<(u64, u64), InnerPath>,
+) -> Result<(), UnpackError> {
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .map_err(|e| target_err(src, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| target_err(src, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let name = e.file_name();
+        let child_rel = if rel.is_empty() {
+            name.as_bytes().to_vec()
+        } else {
+            [rel, b"/", name.as_bytes()].concat()
+        };
+        let Some(inner) = InnerPath::parse(&child_rel)? else {
+            continue;
+        };
+        let m = fs::symlink_metadata(&path).map_err(|e| target_err(&path, e))?;
+        let ft = m.file_type();
+        let at = root.parent(&inner, true)?;
+        if ft.is_char_device() && m.rdev() == 0 {
+            at.remove()?;
+            continue;
+        }
+        let meta = read_meta(&path).map_err(|e| target_err(&path, e))?;
+        if ft.is_dir() {
+            if is_opaque(&path) {
+                at.remove()?;
+            }
+            at.mkdir(0o700)?;
+            merge(&path, &child_rel, root, links)?;
+            let f = at.open(nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY)?;
+            meta.apply(&f).map_err(|e| target_err(&path, e))?;
+        } else if ft.is_file() {
+            if m.nlink() > 1 {
+                if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                    let t = root.parent(first, false)?;
+                    at.hardlink(&t)?;
+                    continue;
+                }
+                links.insert((m.dev(), m.ino()), inner.clone());
+            }
+            let mut out = at.create_file()?;
+            let mut input = File::open(&path).map_err(|e| target_err(&path, e))?;
+            io::copy(&mut input, &mut out).map_err(|e| target_err(&path, e))?;
+            meta.apply(&out).map_err(|e| target_err(&path, e))?;
+        } else if ft.is_symlink() {
+            let t = fs::read_link(&path).map_err(|e| target_err(&path, e))?;
+            at.symlink(OsStr::new(&t).as_bytes())?;
+            at.lchown_times(meta.uid, meta.gid, meta.mtime)?;
+        } else if ft.is_fifo() {
+            at.mknod(SFlag::S_IFIFO, meta.mode, 0)?;
+            at.chown_chmod_times(meta.uid, meta.gid, meta.mode, meta.mtime)?;
+        }
+    }
+    Ok(())
+}

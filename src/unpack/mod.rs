@@ -1,0 +1,196 @@
+//! Unpacking verified layer blobs into layer trees, once per layer, shared between images.
+//!
+//! Each layer is unpacked alone into a staging directory on the store's filesystem, its
+//! uncompressed stream hashed on the way; only when the hash equals the config's diff_id is it
+//! renamed to `layers/<key>`. A killed skiff leaves only staging directories, which the next
+//! run removes. Layers of one image are independent until mounted, so they unpack in parallel.
+
+mod entry;
+mod flatten;
+mod meta;
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use thiserror::Error;
+
+use crate::fs::root::{Root, RootError};
+use crate::manifest::{Compression, Layer};
+use crate::pull::Image;
+use crate::reference::Digest;
+use crate::store::{Store, StoreError};
+pub use entry::EntryError;
+pub use flatten::flatten;
+
+#[derive(Debug, Error)]
+pub enum UnpackError {
+    #[error("layer {layer}: entry {entry:?}")]
+    Entry {
+        layer: Digest,
+        entry: String,
+        #[source]
+        source: EntryError,
+    },
+    #[error("layer {layer}: {what}")]
+    Io {
+        layer: Digest,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("layer {layer}: uncompressed digest {actual} does not match the config's diff_id {expected}")]
+    DiffId {
+        layer: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fs(#[from] RootError),
+    #[error("{path}: {why}")]
+    Target { path: PathBuf, why: String },
+}
+
+/// Hashes what passes through it: the uncompressed layer stream, for the diff_id check.
+struct HashRead<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The name a layer's tree is filed under: its diff_id, or for schema1 (which has none) its blob.
+pub fn layer_key(layer: &Layer) -> String {
+    match &layer.diff_id {
+        Some(d) => d.hex().to_string(),
+        None => format!("blob-{}", layer.blob.digest.hex()),
+    }
+}
+
+fn decompressor<'a>(layer: &Layer, file: File) -> Result<Box<dyn Read + 'a>, io::Error> {
+    let buffered = BufReader::with_capacity(256 * 1024, file);
+    Ok(match layer.compression {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+    })
+}
+
+/// Makes sure every layer of `image` is unpacked; returns their trees, bottom layer first.
+pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, UnpackError> {
+    store.clean_stale_staging()?;
+    let mut todo: Vec<&Layer> = Vec::new();
+    for l in &image.layers {
+        let key = layer_key(l);
+        if !store.layer_path(&key).is_dir() && !todo.iter().any(|t| layer_key(t) == key) {
+            todo.push(l);
+        }
+    }
+    crate::parallel::for_each(&todo, crate::parallel::cores(), |l| unpack_layer(store, l))?;
+    Ok(image
+        .layers
+        .iter()
+        .map(|l| store.layer_path(&layer_key(l)))
+        .collect())
+}
+
+/// Unpacks one layer into `layers/<key>`, atomically; a no-op when another process did it.
+fn unpack_layer(store: &Store, layer: &Layer) -> Result<(), UnpackError> {
+    let key = layer_key(layer);
+    let dest = store.layer_path(&key);
+    let _lock = store.lock_layer(&key)?;
+    if dest.is_dir() {
+        return Ok(());
+    }
+    let staging = store.staging_dir(&format!("layer-{key}"))?;
+    let result = extract(store, layer, &staging).and_then(|()| {
+        // One syncfs per layer: cheaper than fsync per file, and the rename below must not
+        // reach the disk before the tree does.
+        let f = File::open(&staging).map_err(|e| io_err(layer, "opening the staged layer", e))?;
+        // SAFETY: plain syscall on a valid fd.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+            return Err(io_err(
+                layer,
+                "syncing the staged layer",
+                io::Error::last_os_error(),
+            ));
+        }
+        store
+            .commit_staged(&staging, &dest)
+            .map_err(UnpackError::from)
+    });
+    if result.is_err() {
+        if let Err(e) = crate::fs::root::remove_dir_all(&staging) {
+            tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed layer");
+        }
+    }
+    result
+}
+
+fn io_err(layer: &Layer, what: &'static str, source: io::Error) -> UnpackError {
+    UnpackError::Io {
+        layer: layer.blob.digest.clone(),
+        what,
+        source,
+    }
+}
+
+/// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
+fn extract(store: &Store, layer: &Layer, dir: &Path) -> Result<(), UnpackError> {
+    let blob = store.open_blob(&layer.blob.digest)?;
+    let stream =
+        decompressor(layer, blob).map_err(|e| io_err(layer, "starting decompression", e))?;
+    let mut hashed = HashRead {
+        inner: stream,
+        hasher: Sha256::new(),
+    };
+    let root = Root::open(dir)?;
+    let mut applier = entry::Applier::new(&root);
+    {
+        let mut archive = tar::Archive::new(&mut hashed);
+        let entries = archive
+            .entries()
+            .map_err(|e| io_err(layer, "reading the tar stream", e))?;
+        for e in entries {
+            let mut e =
+                e.map_err(|e| io_err(layer, "reading the tar stream (truncated or corrupt?)", e))?;
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            applier.apply(&mut e).map_err(|source| UnpackError::Entry {
+                layer: layer.blob.digest.clone(),
+                entry: name,
+                source,
+            })?;
+        }
+    }
+    // The diff_id covers the whole stream, including the end-of-archive blocks and padding.
+    io::copy(&mut hashed, &mut io::sink())
+        .map_err(|e| io_err(layer, "reading the end of the stream", e))?;
+    applier
+        .finish()
+        .map_err(|(entry, source)| UnpackError::Entry {
+            layer: layer.blob.digest.clone(),
+            entry,
+            source,
+        })?;
+    let actual = Digest::from_sha256_bytes(&hashed.hasher.finalize().into());
+    match &layer.diff_id {
+        Some(expected) if *expected != actual => Err(UnpackError::DiffId {
+            layer: layer.blob.digest.clone(),
+            expected: expected.clone(),
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
