@@ -10,5 +10,6 @@ pub mod parallel;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod run;
 pub mod store;
 pub mod unpack;

@@ -125,6 +125,8 @@ pub enum Command {
         /// Where to write the tree.
         dir: PathBuf,
     },
+    /// Run an image's payload in place: pull if needed, mount, exec.
+    Run(Box<RunArgs>),
     /// Remove blobs and layers that no reference uses and no running payload holds.
     Gc,
     /// Re-check every blob in the store against its digest.
@@ -133,6 +135,118 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    #[command(flatten)]
+    pub pull: PullArgs,
+    /// Bind HOST at TARGET: HOST:TARGET[:ro|rw][,rbind][,create] (repeatable).
+    #[arg(long, short = 'v', value_name = "HOST:TARGET[:OPTS]")]
+    pub volume: Vec<crate::run::VolumeSpec>,
+    /// NAME=VALUE, or NAME to pass the host's value through (repeatable).
+    #[arg(long, short = 'e', value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read NAME=VALUE lines from FILE (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Start from skiff's whole environment (the image's Env still applies on top).
+    #[arg(long)]
+    pub inherit_env: bool,
+    /// USER[:GROUP], by name from the image's /etc/passwd and /etc/group, or numeric.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Working directory inside the image.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// Replace the whole command (Entrypoint and Cmd); ARGs are appended.
+    #[arg(long, value_name = "CMD", conflicts_with = "entrypoint")]
+    pub exec: Option<String>,
+    /// Replace the Entrypoint and drop the Cmd; ARGs are appended.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Bind /run/systemd/system, the journal sockets, /etc/machine-id.
+    #[arg(long)]
+    pub host_systemd: bool,
+    /// Bind the system D-Bus socket and set DBUS_SYSTEM_BUS_ADDRESS.
+    #[arg(long)]
+    pub host_dbus: bool,
+    /// Bind the etcd certificate directory (--etcd-dir) and /run/etcd.
+    #[arg(long)]
+    pub host_etcd: bool,
+    #[arg(long, default_value = "/etc/ssl/etcd", value_name = "DIR")]
+    pub etcd_dir: PathBuf,
+    /// Bind /etc/hosts and a resolv.conf that follows the host's.
+    #[arg(long)]
+    pub host_dns: bool,
+    /// Bind /etc/ssl/certs and /usr/share/ca-certificates.
+    #[arg(long)]
+    pub host_certs: bool,
+    /// A fresh writable layer on tmpfs, gone at exit (default: read-only rootfs).
+    #[arg(long)]
+    pub writable: bool,
+    /// Hostname in a private UTS namespace.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Drop a capability (CAP_NET_RAW, net_raw, ALL); repeatable.
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Give a non-root payload user a capability (ambient); repeatable.
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Set no_new_privs: setuid binaries and file capabilities grant nothing.
+    #[arg(long)]
+    pub no_new_privileges: bool,
+    /// Print the mount plan and the command; mount and exec nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// host (default): share the host's PID namespace; private: skiff stays as a minimal init.
+    #[arg(long, value_parser = ["host", "private"], default_value = "host")]
+    pub pid: String,
+    /// host (default) or none (a network namespace with only loopback).
+    #[arg(long, value_parser = ["host", "none"], default_value = "host")]
+    pub net: String,
+    /// host (default) or private.
+    #[arg(long, value_parser = ["host", "private"], default_value = "host")]
+    pub uts: String,
+    /// Arguments appended to the command (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> crate::run::Options {
+        crate::run::Options {
+            volumes: self.volume.clone(),
+            presets: crate::run::Presets {
+                systemd: self.host_systemd,
+                dbus: self.host_dbus,
+                etcd: self.host_etcd.then(|| self.etcd_dir.clone()),
+                dns: self.host_dns,
+                certs: self.host_certs,
+            },
+            env: self.env.clone(),
+            env_files: self.env_file.clone(),
+            inherit_env: self.inherit_env,
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            exec: self.exec.clone(),
+            entrypoint: self.entrypoint.clone(),
+            args: self.args.clone(),
+            writable: self.writable,
+            cap_drop: self.cap_drop.clone(),
+            cap_add: self.cap_add.clone(),
+            no_new_privs: self.no_new_privileges,
+            isolation: crate::run::Isolation {
+                pid: self.pid == "private",
+                net: self.net == "none",
+                uts: self.uts == "private",
+                hostname: self.hostname.clone(),
+            },
+        }
+    }
 }
 
 /// Parses an image argument with its `--digest` pin.
@@ -209,6 +323,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let img = pull_image(&cli, &store, image, pull)?;
             images::unpack_to(&store, &img, dir)
         }
+        Command::Run(args) => run_image(&cli, args),
         Command::Gc => images::gc(&open_store(&cli)?),
         Command::Verify { repair } => images::verify(&open_store(&cli)?, *repair),
     }
@@ -245,8 +360,37 @@ pub fn pull_image(
     Ok(img)
 }
 
-/// The exit status for an error that ended skiff before any payload ran. 125 is what podman and
-/// docker use for "the launcher failed", so it is not mistaken for the payload's own status.
-pub fn exit_code(_e: &anyhow::Error) -> u8 {
-    125
+/// `skiff run`: everything up to the exec; returns only on failure.
+fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let store = open_store(cli)?;
+    let img = pull_image(cli, &store, &args.image, &args.pull)?;
+    let opts = args.options();
+    let keys: Vec<String> = img.layers.iter().map(crate::unpack::layer_key).collect();
+    let layers = keys.iter().map(|k| store.layer_path(k)).collect();
+    let scratch = store.staging_dir("run")?;
+    let prepared = crate::run::prepare(layers, scratch.clone(), &img.config, &opts)?;
+    if args.dry_run {
+        for op in &prepared.ops {
+            println!("{op}");
+        }
+        println!("exec {}", crate::run::describe_command(&img.config, &opts)?);
+        std::fs::remove_dir(&scratch).ok();
+        return Ok(());
+    }
+    // gc must not remove these layers while the payload (this PID, after exec) runs.
+    store.take_lease(&keys)?;
+    drop(store);
+    match crate::run::run(prepared, &opts) {
+        Ok(never) => match never {},
+        Err(e) => Err(anyhow::Error::new(e).context(format!("running {}", args.image.image))),
+    }
+}
+
+/// The exit status for an error that ended skiff before any payload ran: 125 (as podman and
+/// docker use for "the launcher failed"), 127 when the command is not in the image.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<crate::run::RunError>() {
+        Some(crate::run::RunError::CommandNotFound { .. }) => 127,
+        _ => 125,
+    }
 }

@@ -214,6 +214,67 @@ impl Root {
     }
 }
 
+/// What a mountpoint must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    File,
+}
+
+impl Root {
+    /// Resolves `p` as the payload will see it (symlinks followed, but never out of the root:
+    /// `RESOLVE_IN_ROOT`), creating it and its parents when missing, and returns an `O_PATH`
+    /// fd to mount onto through `/proc/self/fd/N` so no later path walk can be redirected.
+    pub fn mountpoint(&self, p: &InnerPath, kind: NodeKind) -> Result<OwnedFd, RootError> {
+        let how = || {
+            OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+        };
+        let rel = OsStr::from_bytes(&p.raw);
+        match openat2(self.fd.as_fd(), rel, how()) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(sys("resolve", &p.raw)(e)),
+        }
+        let mut cur = self.open_dir(b"").map_err(sys("open root", b"."))?;
+        for (i, part) in p.parts.iter().enumerate() {
+            let last = i + 1 == p.parts.len();
+            let name = OsStr::from_bytes(part);
+            let made = if last && kind == NodeKind::File {
+                nix::fcntl::openat(
+                    cur.as_fd(),
+                    name,
+                    OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map(drop)
+            } else {
+                mkdirat(cur.as_fd(), name, Mode::from_bits_truncate(0o755))
+            };
+            match made {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(sys("create mountpoint", &p.raw)(e)),
+            }
+            let prefix = p.parts[..=i].join(&b'/');
+            let flags = if last {
+                OFlag::O_PATH | OFlag::O_CLOEXEC
+            } else {
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
+            };
+            cur = openat2(
+                self.fd.as_fd(),
+                OsStr::from_bytes(&prefix),
+                OpenHow::new()
+                    .flags(flags)
+                    .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS),
+            )
+            .map_err(sys("resolve", &prefix))?;
+        }
+        Ok(cur)
+    }
+}
+
 /// What is at a name, without following it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -236,6 +236,11 @@ impl Store {
         lease::live_layers(&self.root.join("leases"))
     }
 
+    /// Records that this process (soon the payload, on the same PID) uses `layers`.
+    pub fn take_lease(&self, layers: &[String]) -> Result<(), StoreError> {
+        lease::take(&self.root.join("leases"), layers)
+    }
+
     /// The reference index.
     pub fn index(&self) -> Index {
         Index::new(&self.root)

@@ -118,3 +118,67 @@ pub fn simple_image(spec: &Spec) -> (Image, Vec<Vec<u8>>) {
     let layers = vec![l1, l2];
     (build(&layers, spec), layers)
 }
+
+/// A userland image made from Debian's busybox-static: /bin/busybox with applet links, a
+/// passwd/group with a named user, and the usual mountpoints.
+pub fn busybox_layer(extra: &[Entry]) -> Vec<u8> {
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static is installed (/bin/busybox)");
+    let mut entries = vec![
+        Entry::Dir("bin", 0o755),
+        Entry::Dir("etc", 0o755),
+        Entry::Dir("proc", 0o555),
+        Entry::Dir("sys", 0o555),
+        Entry::Dir("dev", 0o755),
+        Entry::Dir("tmp", 0o1777),
+        Entry::Dir("run", 0o755),
+        Entry::Dir("home", 0o755),
+        Entry::Dir("home/app", 0o755),
+        Entry::File("bin/busybox".into(), bb, 0o755),
+        file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n",
+            0o644,
+        ),
+        file(
+            "etc/group",
+            b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+            0o644,
+        ),
+        file("etc/os-release", b"NAME=skiff-busybox\n", 0o644),
+    ];
+    for applet in [
+        "sh", "ls", "cat", "echo", "id", "sleep", "touch", "grep", "mount", "readlink", "kill",
+        "true", "false", "env", "pwd", "wc", "hostname", "stat", "ps",
+    ] {
+        entries.push(Entry::Symlink(
+            Box::leak(format!("bin/{applet}").into_boxed_str()),
+            "busybox",
+        ));
+    }
+    entries.extend_from_slice(extra);
+    tar(&entries)
+}
+
+pub fn busybox_image(spec: &Spec, extra: &[Entry]) -> Image {
+    build(&[busybox_layer(extra)], spec)
+}
+
+/// Compiles a small C program statically (gcc and libc6-dev are on the machine), for payloads
+/// busybox cannot play: a notify sender, an fd reporter.
+pub fn static_c(dir: &Path, name: &str, source: &str) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    let out = dir.join(name);
+    std::fs::write(&src, source).unwrap();
+    let o = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("gcc");
+    assert!(
+        o.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read(out).unwrap()
+}

@@ -1,0 +1,336 @@
+//! Carrying out a mount plan through a narrow `Sys`: the real one makes syscalls, the test
+//! double records them.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+
+use super::plan::{MountOp, Target};
+use super::RunError;
+use crate::fs::root::{InnerPath, NodeKind, Root};
+
+pub trait Sys {
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno>;
+    fn mkdir(&mut self, path: &Path) -> Result<(), Errno>;
+    fn chdir(&mut self, path: &Path) -> Result<(), Errno>;
+    /// `pivot_root` into `new_root` and detach the old root.
+    fn pivot_root(&mut self, new_root: &Path) -> Result<(), Errno>;
+    /// A mountpoint inside `root`, resolved and created confined to it; the returned path
+    /// stays valid until the plan is done.
+    fn inside(&mut self, root: &Path, path: &str, kind: NodeKind) -> Result<PathBuf, RunError>;
+    fn symlink_inside(&mut self, root: &Path, path: &str, target: &str) -> Result<(), RunError>;
+}
+
+fn op_err(op: &MountOp) -> impl FnOnce(Errno) -> RunError + '_ {
+    move |source| RunError::Mount {
+        op: op.to_string(),
+        source,
+    }
+}
+
+/// Applies every op in order; the first failure stops and names the op.
+pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
+    let root = ops
+        .iter()
+        .find_map(|o| match o {
+            MountOp::PivotRoot(r) => Some(r.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| RunError::Plan("the plan has no pivot_root".into()))?;
+    for op in ops {
+        let target = |sys: &mut dyn Sys, t: &Target, kind| match t {
+            Target::Host(p) => Ok(p.clone()),
+            Target::Inside(p) => sys.inside(&root, p, kind),
+        };
+        let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        match op {
+            MountOp::MakeSlave => sys
+                .mount(
+                    None,
+                    Path::new("/"),
+                    None,
+                    MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                    None,
+                )
+                .map_err(op_err(op))?,
+            MountOp::HostDir(p) => sys.mkdir(p).map_err(op_err(op))?,
+            MountOp::Tmpfs { target: t, options } => {
+                let t = target(sys, t, NodeKind::Dir)?;
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &t,
+                    Some("tmpfs"),
+                    nosuid,
+                    Some(options),
+                )
+                .map_err(op_err(op))?
+            }
+            MountOp::Overlay {
+                lowers,
+                upper,
+                work,
+                target: t,
+            } => {
+                // Relative lower paths from their common directory keep the option string
+                // short (it is limited to a page) for images with many layers.
+                let parent = lowers
+                    .first()
+                    .and_then(|l| l.parent())
+                    .map(Path::to_path_buf);
+                let relative = parent
+                    .as_ref()
+                    .filter(|p| lowers.iter().all(|l| l.parent() == Some(p.as_path())));
+                let lower = match relative {
+                    Some(p) => {
+                        sys.chdir(p).map_err(op_err(op))?;
+                        lowers
+                            .iter()
+                            .filter_map(|l| l.file_name())
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                    }
+                    None => lowers.iter().map(|l| l.display().to_string()).collect(),
+                };
+                let data = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    lower.join(":"),
+                    upper.display(),
+                    work.display()
+                );
+                sys.mount(
+                    Some(Path::new("overlay")),
+                    t,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(&data),
+                )
+                .map_err(|e| match e {
+                    Errno::ENODEV => {
+                        RunError::Plan("the kernel has no overlayfs (modprobe overlay)".into())
+                    }
+                    e => op_err(op)(e),
+                })?;
+                sys.chdir(Path::new("/")).map_err(op_err(op))?;
+            }
+            MountOp::Proc { target: t } => {
+                let t = target(sys, t, NodeKind::Dir)?;
+                sys.mount(
+                    Some(Path::new("proc")),
+                    &t,
+                    Some("proc"),
+                    nosuid | MsFlags::MS_NOEXEC,
+                    None,
+                )
+                .map_err(op_err(op))?
+            }
+            MountOp::Bind {
+                source,
+                target: t,
+                kind,
+                recursive,
+                readonly,
+            } => {
+                let t = target(sys, t, *kind)?;
+                let rec = if *recursive {
+                    MsFlags::MS_REC
+                } else {
+                    MsFlags::empty()
+                };
+                sys.mount(Some(source), &t, None, MsFlags::MS_BIND | rec, None)
+                    .map_err(op_err(op))?;
+                if *readonly {
+                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | rec;
+                    sys.mount(None, &t, None, flags, None).map_err(op_err(op))?;
+                }
+            }
+            MountOp::Symlink { path, target: link } => sys.symlink_inside(&root, path, link)?,
+            MountOp::RemountReadOnly(p) => {
+                sys.mount(Some(p), p, None, MsFlags::MS_BIND, None)
+                    .map_err(op_err(op))?;
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                sys.mount(None, p, None, flags, None).map_err(op_err(op))?
+            }
+            MountOp::PivotRoot(p) => sys.pivot_root(p).map_err(op_err(op))?,
+        }
+    }
+    Ok(())
+}
+
+/// The real thing.
+#[derive(Default)]
+pub struct Linux {
+    held: Vec<OwnedFd>,
+}
+
+fn inner(path: &str) -> Result<InnerPath, RunError> {
+    InnerPath::parse(path.as_bytes())?
+        .ok_or_else(|| RunError::Plan(format!("{path:?} is the root itself")))
+}
+
+impl Sys for Linux {
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        nix::mount::mount(source, target, fstype, flags, data)
+    }
+
+    fn mkdir(&mut self, path: &Path) -> Result<(), Errno> {
+        match nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
+        nix::unistd::chdir(path)
+    }
+
+    fn pivot_root(&mut self, new_root: &Path) -> Result<(), Errno> {
+        self.held.clear();
+        nix::unistd::chdir(new_root)?;
+        // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
+        // leaves only the new root, with no path back to the host's tree.
+        nix::unistd::pivot_root(".", ".")?;
+        nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)?;
+        nix::unistd::chdir("/")
+    }
+
+    fn inside(&mut self, root: &Path, path: &str, kind: NodeKind) -> Result<PathBuf, RunError> {
+        let r = Root::open(root)?;
+        let fd = r.mountpoint(&inner(path)?, kind)?;
+        let p = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        self.held.push(fd);
+        Ok(p)
+    }
+
+    fn symlink_inside(&mut self, root: &Path, path: &str, target: &str) -> Result<(), RunError> {
+        let r = Root::open(root)?;
+        let p = inner(path)?;
+        r.parent(&p, true)?.symlink(target.as_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plan::{plan, Input, Volume};
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    enum Call {
+        Mount(
+            Option<PathBuf>,
+            PathBuf,
+            Option<String>,
+            MsFlags,
+            Option<String>,
+        ),
+        Mkdir(PathBuf),
+        Chdir(PathBuf),
+        Pivot(PathBuf),
+        Inside(String),
+        Symlink(String, String),
+    }
+
+    #[derive(Default)]
+    struct Recorder(Vec<Call>);
+
+    impl Sys for Recorder {
+        fn mount(
+            &mut self,
+            s: Option<&Path>,
+            t: &Path,
+            f: Option<&str>,
+            fl: MsFlags,
+            d: Option<&str>,
+        ) -> Result<(), Errno> {
+            self.0.push(Call::Mount(
+                s.map(Path::to_path_buf),
+                t.to_path_buf(),
+                f.map(String::from),
+                fl,
+                d.map(String::from),
+            ));
+            Ok(())
+        }
+        fn mkdir(&mut self, p: &Path) -> Result<(), Errno> {
+            self.0.push(Call::Mkdir(p.into()));
+            Ok(())
+        }
+        fn chdir(&mut self, p: &Path) -> Result<(), Errno> {
+            self.0.push(Call::Chdir(p.into()));
+            Ok(())
+        }
+        fn pivot_root(&mut self, p: &Path) -> Result<(), Errno> {
+            self.0.push(Call::Pivot(p.into()));
+            Ok(())
+        }
+        fn inside(&mut self, _r: &Path, p: &str, _k: NodeKind) -> Result<PathBuf, RunError> {
+            self.0.push(Call::Inside(p.into()));
+            Ok(PathBuf::from(format!("/fd{p}")))
+        }
+        fn symlink_inside(&mut self, _r: &Path, p: &str, t: &str) -> Result<(), RunError> {
+            self.0.push(Call::Symlink(p.into(), t.into()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn overlay_uses_short_relative_lowers_and_ro_binds_remount() {
+        let ops = plan(&Input {
+            layers: vec!["/s/layers/aaa".into(), "/s/layers/bbb".into()],
+            scratch: "/s/tmp/run".into(),
+            writable: false,
+            volumes: vec![Volume {
+                source: "/etc/machine-id".into(),
+                target: "/etc/machine-id".into(),
+                kind: NodeKind::File,
+                readonly: true,
+                recursive: false,
+            }],
+            symlinks: vec![],
+        });
+        let mut rec = Recorder::default();
+        apply(&ops, &mut rec).unwrap();
+        let overlay = rec
+            .0
+            .iter()
+            .position(|c| matches!(c, Call::Mount(_, _, Some(f), _, _) if f == "overlay"))
+            .unwrap();
+        assert_eq!(rec.0[overlay - 1], Call::Chdir("/s/layers".into()));
+        let Call::Mount(_, target, _, _, Some(data)) = &rec.0[overlay] else {
+            unreachable!()
+        };
+        assert_eq!(target, Path::new("/s/tmp/run/root"));
+        assert_eq!(
+            data,
+            "lowerdir=bbb:aaa,upperdir=/s/tmp/run/upper,workdir=/s/tmp/run/work"
+        );
+        let mid = rec
+            .0
+            .iter()
+            .position(|c| *c == Call::Inside("/etc/machine-id".into()))
+            .unwrap();
+        assert!(
+            matches!(&rec.0[mid + 1], Call::Mount(Some(s), t, None, f, None) if s == Path::new("/etc/machine-id") && t == Path::new("/fd/etc/machine-id") && *f == MsFlags::MS_BIND)
+        );
+        assert!(
+            matches!(&rec.0[mid + 2], Call::Mount(None, _, None, f, None) if f.contains(MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT))
+        );
+        assert_eq!(rec.0.last(), Some(&Call::Pivot("/s/tmp/run/root".into())));
+    }
+}

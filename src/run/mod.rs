@@ -1,0 +1,304 @@
+//! `skiff run`: a private mount namespace over the image's layers, the host paths a system
+//! service needs, then `execve` of the payload on skiff's own PID.
+
+mod apply;
+mod caps;
+mod exec;
+pub mod plan;
+mod presets;
+mod supervise;
+mod user;
+pub mod volume;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use thiserror::Error;
+
+use crate::fs::root::RootError;
+use crate::manifest::RuntimeConfig;
+pub use presets::Presets;
+pub use volume::VolumeSpec;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(
+        "skiff run needs root (it creates a mount namespace); run it as root or from a system unit"
+    )]
+    NotRoot,
+    #[error("skiff has {0} threads at namespace time; unshare(CLONE_NEWNS) needs exactly one")]
+    Threads(usize),
+    #[error("mount op `{op}` failed")]
+    Mount {
+        op: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("{0}")]
+    Plan(String),
+    #[error("volume: {0}")]
+    Volume(String),
+    #[error(transparent)]
+    Path(#[from] RootError),
+    #[error("unshare({what})")]
+    Unshare {
+        what: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("the image has no command: give one after `--`, or use --exec")]
+    NoCommand,
+    #[error("command {command:?} not found in the image{}", .path.as_ref().map(|p| format!(" (PATH={p})")).unwrap_or_default())]
+    CommandNotFound {
+        command: String,
+        path: Option<String>,
+    },
+    #[error("{0}")]
+    User(String),
+    #[error("{0}")]
+    Env(String),
+    #[error("working directory {dir:?} is not in the image")]
+    Workdir {
+        dir: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("{what}")]
+    Exec {
+        what: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Namespaces beyond the mount namespace, for manual runs.
+#[derive(Clone, Debug, Default)]
+pub struct Isolation {
+    pub pid: bool,
+    pub net: bool,
+    pub uts: bool,
+    pub hostname: Option<String>,
+}
+
+/// Everything `run` needs besides the image, validated.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub volumes: Vec<VolumeSpec>,
+    pub presets: Presets,
+    pub env: Vec<String>,
+    pub env_files: Vec<PathBuf>,
+    pub inherit_env: bool,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub exec: Option<String>,
+    pub entrypoint: Option<String>,
+    pub args: Vec<String>,
+    pub writable: bool,
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub no_new_privs: bool,
+    pub isolation: Isolation,
+}
+
+/// What the pure half of `run` decided, before any namespace exists.
+pub struct Prepared {
+    pub ops: Vec<plan::MountOp>,
+    argv: Vec<String>,
+    env_items: Vec<String>,
+    config: RuntimeConfig,
+    cap_drop: u64,
+    cap_add: u64,
+    listen_fds: i32,
+}
+
+fn host_var(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// Resolves host paths and computes the mount plan and command; nothing is changed yet.
+pub fn prepare(
+    layers: Vec<PathBuf>,
+    scratch: PathBuf,
+    config: &RuntimeConfig,
+    opts: &Options,
+) -> Result<Prepared, RunError> {
+    let argv = exec::command(
+        config,
+        opts.exec.as_deref(),
+        opts.entrypoint.as_deref(),
+        &opts.args,
+    )?;
+    let (mut volumes, symlinks, preset_env) = presets::resolve(&opts.presets, &host_var)?;
+    for v in &opts.volumes {
+        volumes.push(v.resolve()?);
+    }
+    let mut env_items = preset_env;
+    for f in &opts.env_files {
+        let text = std::fs::read_to_string(f).map_err(|source| RunError::Read {
+            path: f.clone(),
+            source,
+        })?;
+        env_items.extend(exec::env_file_items(&text).map(str::to_string));
+    }
+    env_items.extend(opts.env.iter().cloned());
+    let input = plan::Input {
+        layers,
+        scratch,
+        writable: opts.writable,
+        volumes,
+        symlinks,
+    };
+    Ok(Prepared {
+        ops: plan::plan(&input),
+        argv,
+        env_items,
+        config: config.clone(),
+        cap_drop: caps::parse(&opts.cap_drop).map_err(RunError::Plan)?,
+        cap_add: caps::parse(&opts.cap_add).map_err(RunError::Plan)?,
+        listen_fds: exec::listen_fds(),
+    })
+}
+
+/// The command `run` would exec, for `--dry-run`.
+pub fn describe_command(config: &RuntimeConfig, opts: &Options) -> Result<String, RunError> {
+    Ok(exec::command(
+        config,
+        opts.exec.as_deref(),
+        opts.entrypoint.as_deref(),
+        &opts.args,
+    )?
+    .join(" "))
+}
+
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .map(|n| n.trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Enters the namespaces, mounts, and execs the payload. Returns only on failure (or, with a
+/// private PID namespace, never: the supervisor exits with the payload's status).
+pub fn run(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RunError::NotRoot);
+    }
+    // Namespace membership is per thread and CLONE_NEWNS refuses a shared fs context: the
+    // pull's threads must all be gone by now.
+    let threads = thread_count();
+    if threads != 1 {
+        return Err(RunError::Threads(threads));
+    }
+    let iso = &opts.isolation;
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if iso.pid {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    if iso.net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if iso.uts || iso.hostname.is_some() {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    nix::sched::unshare(flags).map_err(|source| RunError::Unshare {
+        what: format!("{flags:?}"),
+        source,
+    })?;
+    if iso.pid {
+        // The first child is PID 1 of the new namespace; this process waits for it outside.
+        supervise::fork_and_wait()?;
+    }
+    if iso.net {
+        bring_up_loopback();
+    }
+    apply::apply(&p.ops, &mut apply::Linux::default())?;
+    if let Some(h) = &iso.hostname {
+        nix::unistd::sethostname(h).map_err(|source| RunError::Exec {
+            what: "sethostname",
+            source,
+        })?;
+    }
+    if iso.pid {
+        // PID 1 stays as a minimal init: reaps, forwards signals, exits with the payload's status.
+        supervise::fork_and_wait()?;
+    }
+    become_payload(p, opts)
+}
+
+/// Inside the new root: identity, environment, program, exec.
+fn become_payload(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
+    let spec = opts
+        .user
+        .clone()
+        .or(p.config.user.clone())
+        .unwrap_or_else(|| "0".to_string());
+    let read = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
+    let identity =
+        user::resolve(&spec, &read("/etc/passwd"), &read("/etc/group")).map_err(RunError::User)?;
+    let inherited = opts.inherit_env.then(|| std::env::vars().collect());
+    let mut env = exec::environment(&p.config.env, inherited, &p.env_items, &host_var)?;
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push((
+            "HOME".into(),
+            identity.home.clone().unwrap_or_else(|| "/".into()),
+        ));
+    }
+    if let Some(pid) = supervise::payload_pid_override() {
+        // Socket activation names the payload's PID; in a private PID namespace that changed.
+        if env.iter().any(|(k, _)| k == "LISTEN_PID") {
+            env.retain(|(k, _)| k != "LISTEN_PID");
+            env.push(("LISTEN_PID".into(), pid.to_string()));
+        }
+    }
+    let workdir = opts
+        .workdir
+        .clone()
+        .or(p.config.working_dir.clone())
+        .unwrap_or_else(|| "/".to_string());
+    let program = exec::lookup(&p.argv[0], &env)?;
+    exec::exec(exec::Final {
+        program,
+        argv: &p.argv,
+        env: &env,
+        identity: &identity,
+        workdir: &workdir,
+        cap_drop: p.cap_drop,
+        cap_add: p.cap_add,
+        no_new_privs: opts.no_new_privs,
+        listen_fds: p.listen_fds,
+    })
+}
+
+/// A fresh network namespace has only a down loopback; bring it up (best effort: `--net=none`
+/// payloads that never use it lose nothing).
+fn bring_up_loopback() {
+    // SAFETY: a plain socket + ioctl(SIOCSIFFLAGS) on "lo" with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        req.ifr_ifru.ifru_flags =
+            (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(s, libc::SIOCSIFFLAGS, &req) != 0 {
+            tracing::debug!("could not bring up lo in the new network namespace");
+        }
+        libc::close(s);
+    }
+}

@@ -1,0 +1,250 @@
+//! The mount plan: pure data, computed before any namespace exists, printable with
+//! `--dry-run` and testable without root. `apply` carries it out.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::fs::root::NodeKind;
+
+/// Where a mount goes: a path skiff owns on the host side, or a path inside the new root
+/// (resolved there, confined to it, when the op is applied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Host(PathBuf),
+    Inside(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountOp {
+    /// `/` becomes a recursive slave: host mounts still propagate in, none leak out.
+    MakeSlave,
+    /// A directory on the host side, inside skiff's own scratch tmpfs.
+    HostDir(PathBuf),
+    Tmpfs {
+        target: Target,
+        options: String,
+    },
+    /// The image's layers (top first) with a tmpfs upper, so mountpoints can be made
+    /// without touching the cached layers.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        target: PathBuf,
+    },
+    Proc {
+        target: Target,
+    },
+    Bind {
+        source: PathBuf,
+        target: Target,
+        kind: NodeKind,
+        recursive: bool,
+        readonly: bool,
+    },
+    /// A symlink in the rootfs's tmpfs upper (the cached layers are not touched).
+    Symlink {
+        path: String,
+        target: String,
+    },
+    /// Makes the rootfs mount itself read-only (its submounts keep their own flags).
+    RemountReadOnly(PathBuf),
+    PivotRoot(PathBuf),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Host(p) => write!(f, "{}", p.display()),
+            Target::Inside(p) => write!(f, "<root>{p}"),
+        }
+    }
+}
+
+impl fmt::Display for MountOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MountOp::MakeSlave => write!(f, "make / rslave"),
+            MountOp::HostDir(p) => write!(f, "mkdir {}", p.display()),
+            MountOp::Tmpfs { target, options } => write!(f, "tmpfs {target} ({options})"),
+            MountOp::Overlay {
+                lowers,
+                upper,
+                target,
+                ..
+            } => write!(
+                f,
+                "overlay {} lower={} upper={}",
+                target.display(),
+                lowers
+                    .iter()
+                    .map(|l| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                upper.display()
+            ),
+            MountOp::Proc { target } => write!(f, "proc {target}"),
+            MountOp::Bind {
+                source,
+                target,
+                recursive,
+                readonly,
+                ..
+            } => write!(
+                f,
+                "{}bind {} -> {target}{}",
+                if *recursive { "r" } else { "" },
+                source.display(),
+                if *readonly { " (ro)" } else { "" }
+            ),
+            MountOp::Symlink { path, target } => write!(f, "symlink <root>{path} -> {target}"),
+            MountOp::RemountReadOnly(p) => write!(f, "remount {} read-only", p.display()),
+            MountOp::PivotRoot(p) => write!(f, "pivot_root {}", p.display()),
+        }
+    }
+}
+
+/// A bind mount from the host: a volume or a preset's path, already checked to exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub kind: NodeKind,
+    pub readonly: bool,
+    pub recursive: bool,
+}
+
+pub struct Input {
+    /// Unpacked layer trees, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// A private directory for this run: the tmpfs with the upper layer and the new root.
+    pub scratch: PathBuf,
+    pub writable: bool,
+    pub volumes: Vec<Volume>,
+    pub symlinks: Vec<(String, String)>,
+}
+
+/// The whole mount sequence, in order.
+pub fn plan(input: &Input) -> Vec<MountOp> {
+    let root = input.scratch.join("root");
+    let upper = input.scratch.join("upper");
+    let work = input.scratch.join("work");
+    let mut ops = vec![
+        MountOp::MakeSlave,
+        MountOp::Tmpfs {
+            target: Target::Host(input.scratch.clone()),
+            options: "mode=0755".into(),
+        },
+        MountOp::HostDir(upper.clone()),
+        MountOp::HostDir(work.clone()),
+        MountOp::HostDir(root.clone()),
+        MountOp::Overlay {
+            lowers: input.layers.iter().rev().cloned().collect(),
+            upper,
+            work,
+            target: root.clone(),
+        },
+        MountOp::Proc {
+            target: Target::Inside("/proc".into()),
+        },
+    ];
+    for (src, dst) in [("/sys", "/sys"), ("/dev", "/dev")] {
+        ops.push(MountOp::Bind {
+            source: src.into(),
+            target: Target::Inside(dst.into()),
+            kind: NodeKind::Dir,
+            recursive: true,
+            readonly: false,
+        });
+    }
+    ops.push(MountOp::Tmpfs {
+        target: Target::Inside("/tmp".into()),
+        options: "mode=1777".into(),
+    });
+    ops.push(MountOp::Tmpfs {
+        target: Target::Inside("/run".into()),
+        options: "mode=0755".into(),
+    });
+    for (path, target) in &input.symlinks {
+        ops.push(MountOp::Symlink {
+            path: path.clone(),
+            target: target.clone(),
+        });
+    }
+    for v in &input.volumes {
+        ops.push(MountOp::Bind {
+            source: v.source.clone(),
+            target: Target::Inside(v.target.clone()),
+            kind: v.kind,
+            recursive: v.recursive,
+            readonly: v.readonly,
+        });
+    }
+    if !input.writable {
+        ops.push(MountOp::RemountReadOnly(root.clone()));
+    }
+    ops.push(MountOp::PivotRoot(root));
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(writable: bool) -> Input {
+        Input {
+            layers: vec!["/s/layers/a".into(), "/s/layers/b".into()],
+            scratch: "/s/tmp/run.1.0".into(),
+            writable,
+            volumes: vec![Volume {
+                source: "/run/dbus/system_bus_socket".into(),
+                target: "/run/dbus/system_bus_socket".into(),
+                kind: NodeKind::File,
+                readonly: false,
+                recursive: false,
+            }],
+            symlinks: vec![(
+                "/etc/resolv.conf".into(),
+                "/run/systemd/resolve/resolv.conf".into(),
+            )],
+        }
+    }
+
+    #[test]
+    fn order_is_safe() {
+        let ops = plan(&input(false));
+        assert_eq!(
+            ops[0],
+            MountOp::MakeSlave,
+            "nothing is mounted before propagation is cut"
+        );
+        let pos = |f: &dyn Fn(&MountOp) -> bool| ops.iter().position(f).unwrap();
+        let overlay = pos(&|o| matches!(o, MountOp::Overlay { .. }));
+        let run =
+            pos(&|o| matches!(o, MountOp::Tmpfs { target: Target::Inside(p), .. } if p == "/run"));
+        let dbus = pos(
+            &|o| matches!(o, MountOp::Bind { target: Target::Inside(p), .. } if p.starts_with("/run/dbus")),
+        );
+        let ro = pos(&|o| matches!(o, MountOp::RemountReadOnly(_)));
+        assert!(overlay < run && run < dbus && dbus < ro, "{ops:?}");
+        assert!(matches!(ops.last(), Some(MountOp::PivotRoot(_))));
+        let MountOp::Overlay { lowers, .. } = &ops[overlay] else {
+            unreachable!()
+        };
+        assert_eq!(lowers[0], PathBuf::from("/s/layers/b"), "top layer first");
+    }
+
+    #[test]
+    fn writable_skips_the_read_only_remount() {
+        assert!(!plan(&input(true))
+            .iter()
+            .any(|o| matches!(o, MountOp::RemountReadOnly(_))));
+        let text: Vec<String> = plan(&input(false)).iter().map(|o| o.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|l| l.contains("bind /run/dbus/system_bus_socket -> <root>/run/dbus")),
+            "{text:?}"
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! `--volume HOST:TARGET[:ro|rw][,rbind][,create]`, parsed and checked against the host.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use super::plan::Volume;
+use super::RunError;
+use crate::fs::root::{InnerPath, NodeKind};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub source: PathBuf,
+    pub target: String,
+    pub readonly: bool,
+    pub recursive: bool,
+    pub create: bool,
+    /// A missing source is skipped rather than an error (presets only).
+    pub optional: bool,
+}
+
+impl FromStr for VolumeSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, ':');
+        let (src, dst, opts) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+        let dst = dst.ok_or_else(|| format!("volume {s:?}: expected HOST:TARGET[:OPTIONS]"))?;
+        if !src.starts_with('/') || !dst.starts_with('/') {
+            return Err(format!("volume {s:?}: both paths must be absolute"));
+        }
+        if InnerPath::parse(dst.as_bytes())
+            .map_err(|e| format!("volume {s:?}: target {e}"))?
+            .is_none()
+        {
+            return Err(format!("volume {s:?}: the target cannot be the root"));
+        }
+        if src.split('/').any(|c| c == "..") {
+            return Err(format!("volume {s:?}: the host path has a '..' component"));
+        }
+        let mut v = VolumeSpec {
+            source: PathBuf::from(src),
+            target: dst.to_string(),
+            readonly: false,
+            recursive: false,
+            create: false,
+            optional: false,
+        };
+        for o in opts.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" => v.readonly = true,
+                "rw" => v.readonly = false,
+                "rbind" => v.recursive = true,
+                "bind" => v.recursive = false,
+                "create" => v.create = true,
+                other => {
+                    return Err(format!(
+                        "volume {s:?}: unknown option {other:?} (ro, rw, rbind, create)"
+                    ))
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+impl VolumeSpec {
+    pub fn new(source: impl Into<PathBuf>, target: &str) -> Self {
+        VolumeSpec {
+            source: source.into(),
+            target: target.to_string(),
+            readonly: false,
+            recursive: false,
+            create: false,
+            optional: false,
+        }
+    }
+
+    pub fn ro(mut self) -> Self {
+        self.readonly = true;
+        self
+    }
+
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+
+    pub fn create(mut self) -> Self {
+        self.create = true;
+        self
+    }
+
+    /// Checks the host side (before any namespace exists). `Ok(None)`: optional and absent.
+    pub fn resolve_optional(&self) -> Result<Option<Volume>, RunError> {
+        let kind = match std::fs::metadata(&self.source) {
+            Ok(m) if m.is_dir() => NodeKind::Dir,
+            Ok(_) => NodeKind::File,
+            Err(_) if self.optional => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.create => {
+                std::fs::create_dir_all(&self.source).map_err(|e| {
+                    RunError::Volume(format!("creating {}: {e}", self.source.display()))
+                })?;
+                NodeKind::Dir
+            }
+            Err(e) => {
+                return Err(RunError::Volume(format!(
+                    "host path {} for {}: {e}{}",
+                    self.source.display(),
+                    self.target,
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        " (add ,create to make it)"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+        };
+        Ok(Some(Volume {
+            source: self.source.clone(),
+            target: self.target.clone(),
+            kind,
+            readonly: self.readonly,
+            recursive: self.recursive,
+        }))
+    }
+
+    pub fn resolve(&self) -> Result<Volume, RunError> {
+        self.resolve_optional()?
+            .ok_or_else(|| RunError::Volume(format!("{} is missing", self.source.display())))
+    }
+}
+
+/// Where a host symlink really points, as an absolute path.
+pub fn resolve_link(link: &Path) -> Option<PathBuf> {
+    let t = std::fs::read_link(link).ok()?;
+    let abs = if t.is_absolute() {
+        t
+    } else {
+        link.parent()?.join(t)
+    };
+    std::fs::canonicalize(&abs).ok().or(Some(abs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let v: VolumeSpec = "/etc/fleet:/etc/fleet:ro".parse().unwrap();
+        assert!(v.readonly && !v.recursive);
+        let v: VolumeSpec = "/var/lib/kubelet:/var/lib/kubelet:rw,rbind,create"
+            .parse()
+            .unwrap();
+        assert!(!v.readonly && v.recursive && v.create);
+        let v: VolumeSpec = "/a:/b".parse().unwrap();
+        assert_eq!(v.target, "/b");
+    }
+
+    #[test]
+    fn hostile_volumes() {
+        for bad in [
+            "",
+            "/a",
+            "a:/b",
+            "/a:b",
+            "/a:/",
+            "/a:/../etc",
+            "/a:/b:rx",
+            "/a/../../etc:/b",
+            "/a:/b/../../x",
+            "/a:/b\u{0}c",
+        ] {
+            assert!(bad.parse::<VolumeSpec>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn missing_sources() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("nope");
+        let spec = VolumeSpec::new(&missing, "/x");
+        let e = spec.resolve().unwrap_err().to_string();
+        assert!(e.contains("add ,create"), "{e}");
+        assert!(spec
+            .clone()
+            .optional()
+            .resolve_optional()
+            .unwrap()
+            .is_none());
+        let v = spec.create().resolve().unwrap();
+        assert_eq!(v.kind, NodeKind::Dir);
+        assert!(missing.is_dir());
+    }
+}
