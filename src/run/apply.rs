@@ -134,12 +134,12 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
             }
             MountOp::Bind {
                 source,
-                target: t,
+                target: t_spec,
                 kind,
                 recursive,
                 readonly,
             } => {
-                let t = target(sys, t, *kind)?;
+                let t = target(sys, t_spec, *kind)?;
                 let rec = if *recursive {
                     MsFlags::MS_REC
                 } else {
@@ -148,14 +148,17 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
                 sys.mount(Some(source), &t, None, MsFlags::MS_BIND | rec, None)
                     .map_err(op_err(op))?;
                 if *readonly {
+                    // The fd from before the bind names the covered directory; resolve again
+                    // to reach the new mount itself.
+                    let t = target(sys, t_spec, *kind)?;
                     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | rec;
                     sys.mount(None, &t, None, flags, None).map_err(op_err(op))?;
                 }
             }
             MountOp::Symlink { path, target: link } => sys.symlink_inside(&root, path, link)?,
             MountOp::RemountReadOnly(p) => {
-                sys.mount(Some(p), p, None, MsFlags::MS_BIND, None)
-                    .map_err(op_err(op))?;
+                // Only this mount's flag: the overlay is already a mount root, and a self-bind
+                // here would hide every submount made so far.
                 let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
                 sys.mount(None, p, None, flags, None).map_err(op_err(op))?
             }

@@ -136,11 +136,14 @@ pub fn prepare(
         opts.entrypoint.as_deref(),
         &opts.args,
     )?;
-    let (mut volumes, symlinks, preset_env) = presets::resolve(&opts.presets, &host_var)?;
+    let presets::Resolved {
+        mut volumes,
+        symlinks,
+        env: mut env_items,
+    } = presets::resolve(&opts.presets, &host_var)?;
     for v in &opts.volumes {
         volumes.push(v.resolve()?);
     }
-    let mut env_items = preset_env;
     for f in &opts.env_files {
         let text = std::fs::read_to_string(f).map_err(|source| RunError::Read {
             path: f.clone(),

@@ -18,11 +18,18 @@ pub struct Presets {
 
 const DBUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
+/// What the presets add to a run.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub volumes: Vec<Volume>,
+    /// (path inside, link target)
+    pub symlinks: Vec<(String, String)>,
+    /// `NAME=VALUE` items.
+    pub env: Vec<String>,
+}
+
 /// Volumes, symlinks and environment for the chosen presets; `host` reads skiff's environment.
-pub fn resolve(
-    p: &Presets,
-    host: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Vec<Volume>, Vec<(String, String)>, Vec<String>), RunError> {
+pub fn resolve(p: &Presets, host: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, RunError> {
     let mut specs: Vec<VolumeSpec> = Vec::new();
     let mut symlinks = Vec::new();
     let mut env = Vec::new();
@@ -77,7 +84,11 @@ pub fn resolve(
     for s in specs {
         volumes.extend(s.resolve_optional()?);
     }
-    Ok((volumes, symlinks, env))
+    Ok(Resolved {
+        volumes,
+        symlinks,
+        env,
+    })
 }
 
 #[cfg(test)]
@@ -90,16 +101,18 @@ mod tests {
         let sock = t.path().join("notify").to_string_lossy().into_owned();
         std::fs::write(&sock, b"").unwrap();
         let s = sock.clone();
-        let (v, _, _) = resolve(&Presets::default(), &move |k| {
+        let v = resolve(&Presets::default(), &move |k| {
             (k == "NOTIFY_SOCKET").then(|| s.clone())
         })
-        .unwrap();
+        .unwrap()
+        .volumes;
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].target, sock);
-        let (v, _, _) = resolve(&Presets::default(), &|k| {
+        let v = resolve(&Presets::default(), &|k| {
             (k == "NOTIFY_SOCKET").then(|| "@abstract".to_string())
         })
-        .unwrap();
+        .unwrap()
+        .volumes;
         assert!(v.is_empty());
     }
 

@@ -195,7 +195,7 @@ impl Store {
             if name.ends_with(".lock") || Path::new(&format!("/proc/{pid}")).exists() {
                 continue;
             }
-            tracing::info!(path = %e.path().display(), "removing what an interrupted skiff left");
+            tracing::debug!(path = %e.path().display(), "removing what an earlier skiff left");
             crate::fs::root::remove_dir_all(&e.path()).map_err(|err| StoreError::Io {
                 op: "remove",
                 path: e.path(),
