@@ -331,8 +331,27 @@ mod tests {
         assert!(
             matches!(&rec.0[mid + 1], Call::Mount(Some(s), t, None, f, None) if s == Path::new("/etc/machine-id") && t == Path::new("/fd/etc/machine-id") && *f == MsFlags::MS_BIND)
         );
+        // Regression: the remount goes to a freshly resolved target (the new mount), not the
+        // fd taken before the bind, which names the covered directory (EINVAL).
+        assert_eq!(rec.0[mid + 2], Call::Inside("/etc/machine-id".into()));
         assert!(
-            matches!(&rec.0[mid + 2], Call::Mount(None, _, None, f, None) if f.contains(MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT))
+            matches!(&rec.0[mid + 3], Call::Mount(None, _, None, f, None) if f.contains(MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT))
+        );
+        // Regression: the rootfs is made read-only in place; a self-bind would hide /proc, /dev
+        // and every volume mounted before it.
+        let root = PathBuf::from("/s/tmp/run/root");
+        let on_root: Vec<_> = rec
+            .0
+            .iter()
+            .filter(|c| matches!(c, Call::Mount(_, t, _, _, _) if *t == root))
+            .collect();
+        assert_eq!(
+            on_root.len(),
+            2,
+            "overlay, then the read-only remount: {on_root:?}"
+        );
+        assert!(
+            matches!(on_root[1], Call::Mount(None, _, None, f, None) if f.contains(MsFlags::MS_REMOUNT))
         );
         assert_eq!(rec.0.last(), Some(&Call::Pivot("/s/tmp/run/root".into())));
     }
