@@ -23,3 +23,15 @@ pub fn init(level: &str) {
         eprintln!("skiff: logging was already initialised");
     }
 }
+
+/// An error with its causes, `a: b: c`, for log fields (`{:#}` of anyhow, for any error).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}

@@ -343,7 +343,7 @@ pub fn pull(
                         cause: Box::new(e),
                     });
                 };
-                tracing::warn!(reference = %name, error = %e, digest = %c.digest, resolved = c.resolved,
+                tracing::warn!(reference = %name, error = %crate::logging::chain(&e), digest = %c.digest, resolved = c.resolved,
                     "registry unreachable; using the cached resolution");
                 let src = Source::Offline(store);
                 let top = src.manifest_by_digest(&name, &c.digest, None)?;

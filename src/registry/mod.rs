@@ -294,7 +294,7 @@ impl Client {
                 }
                 Ok(r) => return Ok((url, r)),
                 Err(e) if scheme == Scheme::Https && self.insecure_allowed(&ep.host) => {
-                    tracing::debug!(host = %ep.host, error = %e, "TLS failed; using plain HTTP for an insecure registry");
+                    tracing::debug!(host = %ep.host, error = %crate::logging::chain(&e), "TLS failed; using plain HTTP for an insecure registry");
                     self.lock().scheme.insert(ep.host.clone(), Scheme::Http);
                     continue;
                 }
@@ -303,7 +303,7 @@ impl Client {
                         && (e.is_connect() || e.is_timeout() || e.is_request()) =>
                 {
                     let wait = self.backoff(attempt, None);
-                    tracing::warn!(%url, error = %e, ?wait, "connection failed, retrying");
+                    tracing::warn!(%url, error = %crate::logging::chain(&e), ?wait, "connection failed, retrying");
                     std::thread::sleep(wait);
                 }
                 Err(source) => return Err(RegistryError::Transport { url, source }),
@@ -532,12 +532,12 @@ impl Repo<'_> {
                 // A verification failure is not the endpoint's fault to retry around silently:
                 // but a lying mirror must not block the real registry, so go on and report.
                 Err(e) if i + 1 < n => {
-                    tracing::warn!(mirror = %ep.host, error = %e, "mirror failed, trying the next endpoint");
-                    errors.push(format!("{}: {e}", ep.host));
+                    tracing::warn!(mirror = %ep.host, error = %crate::logging::chain(&e), "mirror failed, trying the next endpoint");
+                    errors.push(format!("{}: {}", ep.host, crate::logging::chain(&e)));
                 }
                 Err(e) if errors.is_empty() => return Err(e),
                 Err(e) => {
-                    errors.push(format!("{}: {e}", ep.host));
+                    errors.push(format!("{}: {}", ep.host, crate::logging::chain(&e)));
                     return Err(RegistryError::AllEndpoints {
                         what: what.to_string(),
                         errors,
@@ -620,7 +620,7 @@ impl Repo<'_> {
                     Ok(()) => return Ok(()),
                     Err(e @ RegistryError::Read { .. }) if drops < self.client.opts.retries => {
                         drops += 1;
-                        tracing::warn!(digest = %d.digest, offset = ingest.offset(), error = %e, "download interrupted, resuming");
+                        tracing::warn!(digest = %d.digest, offset = ingest.offset(), error = %crate::logging::chain(&e), "download interrupted, resuming");
                         std::thread::sleep(self.client.backoff(drops, None));
                     }
                     Err(e) => return Err(e),
