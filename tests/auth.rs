@@ -160,3 +160,124 @@ fn tls_with_test_ca_flag_and_certs_dir() {
         &r,
     ]));
 }
+
+#[test]
+fn credential_helpers_are_asked() {
+    let env = Env::new();
+    let (_open, digest) = pushed(&env);
+    let cfg = Config {
+        htpasswd: Some(htpasswd(env.path(), "carol", "from-helper")),
+        ..Config::default()
+    };
+    let reg = Registry::start(&env.path().join("basic"), &env.storage, cfg);
+    let bin = env.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-skifftest");
+    std::fs::write(&helper, "#!/bin/sh\nread server\necho \"$server\" > \"$(dirname \"$0\")/asked\"\necho '{\"ServerURL\":\"x\",\"Username\":\"carol\",\"Secret\":\"from-helper\"}'\n").unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let file = env.path().join("auth.json");
+    std::fs::write(
+        &file,
+        format!(r#"{{"credHelpers":{{"{}":"skifftest"}}}}"#, reg.host()),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = env
+        .skiff_cmd(&["pull", &format!("{}/secure/app:v1", reg.host())])
+        .env("REGISTRY_AUTH_FILE", &file)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert_eq!(ok(o).trim(), digest);
+    assert_eq!(
+        std::fs::read_to_string(bin.join("asked")).unwrap().trim(),
+        reg.host()
+    );
+}
+
+#[test]
+fn blob_redirects_do_not_carry_the_authorization_header() {
+    use common::proxy::{Fault, Proxy};
+    let env = Env::new();
+    let (open, digest) = pushed(&env);
+    let cfg = Config {
+        htpasswd: Some(htpasswd(env.path(), "alice", "pw")),
+        ..Config::default()
+    };
+    let reg = Registry::start(&env.path().join("basic"), &env.storage, cfg);
+    // The "CDN" serves blobs without auth, as quay.io's does with signed URLs.
+    let cdn = Proxy::start(open.port, Fault::None);
+    let front = Proxy::start(reg.port, Fault::RedirectBlobs(cdn.port));
+    ok(env.skiff(&[
+        "pull",
+        "--creds",
+        "alice:pw",
+        &format!("{}/secure/app:v1", front.host()),
+    ]));
+    let at_cdn = cdn.requests();
+    assert!(!at_cdn.is_empty(), "blobs came from the CDN");
+    assert!(
+        at_cdn.iter().all(|r| !r.authorization),
+        "no Authorization leaks to another host: {at_cdn:?}"
+    );
+    assert!(
+        front.requests().iter().any(|r| r.authorization),
+        "the registry itself got credentials"
+    );
+    assert!(env.root.join("blobs/sha256").join(&digest[7..]).exists());
+}
+
+#[test]
+fn http_proxy_and_no_proxy_are_honoured() {
+    use common::proxy::{Fault, Proxy};
+    let env = Env::new();
+    let (open, digest) = pushed(&env);
+    let fwd = Proxy::start(open.port, Fault::None);
+    // A name that is not loopback-literal, so no built-in bypass applies.
+    let r = format!("localhost:{}/secure/app:v1", open.port);
+    let o = env
+        .skiff_cmd(&["pull", &r])
+        .env("HTTP_PROXY", format!("http://{}", fwd.host()))
+        .env("NO_PROXY", "")
+        .output()
+        .unwrap();
+    assert_eq!(ok(o).trim(), digest);
+    assert!(
+        fwd.requests()
+            .iter()
+            .any(|s| s.path.starts_with("http://localhost")),
+        "{:?}",
+        fwd.requests()
+    );
+    let before = fwd.requests().len();
+    let env2 = Env::new();
+    let o = env2
+        .skiff_cmd(&["pull", &r])
+        .env("HTTP_PROXY", format!("http://{}", fwd.host()))
+        .env("NO_PROXY", "localhost")
+        .output()
+        .unwrap();
+    ok(o);
+    assert_eq!(fwd.requests().len(), before, "NO_PROXY bypasses the proxy");
+}
+
+#[test]
+fn mirrors_are_tried_first_and_fall_back() {
+    use common::proxy::{Fault, Proxy};
+    let env = Env::new();
+    let (open, digest) = pushed(&env);
+    let mirror = Proxy::start(open.port, Fault::None);
+    let r = format!("{}/secure/app:v1", open.host());
+    let m = format!("{}={}", open.host(), mirror.host());
+    assert_eq!(ok(env.skiff(&["pull", "--mirror", &m, &r])).trim(), digest);
+    assert!(mirror
+        .requests()
+        .iter()
+        .any(|s| s.path.contains("/manifests/v1")));
+    // A mirror that fails for blobs: the registry itself serves them.
+    mirror.set(Fault::NoBlobs);
+    let env2 = Env::new();
+    let o = env2.skiff(&["pull", "--retries=0", "--mirror", &m, &r]);
+    assert!(stderr(&o).contains("mirror failed"), "{}", stderr(&o));
+    assert_eq!(ok(o).trim(), digest);
+}

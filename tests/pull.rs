@@ -149,3 +149,30 @@ fn bad_references_are_refused_before_any_network() {
         assert!(err.contains(part), "{r}: {err}");
     }
 }
+
+#[test]
+fn docker_manifest_list() {
+    let env = Env::new();
+    let reg = env.registry();
+    let amd = simple_image(&Spec::default()).0;
+    push(&reg.url(), "list/img", "amd", &amd);
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [{"mediaType": amd.manifest_type, "size": amd.manifest.len(), "digest": amd.digest(),
+                       "platform": {"os": "linux", "architecture": "amd64"}}],
+    }))
+    .unwrap();
+    push_manifest(
+        &reg.url(),
+        "list/img",
+        "latest",
+        &list,
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    );
+    let r = format!("{}/list/img", reg.host());
+    assert_eq!(ok(env.skiff(&["pull", &r])).trim(), sha(&list));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(env.skiff(&["inspect", &r]))).unwrap();
+    assert_eq!(inspect["Manifest"], amd.digest().as_str());
+}

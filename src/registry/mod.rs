@@ -548,21 +548,6 @@ impl Repo<'_> {
         unreachable!("a repository always has its own registry as an endpoint")
     }
 
-    /// Pings `/v2/` on the image's registry (for a clear error before any work).
-    pub fn ping(&self) -> Result<(), RegistryError> {
-        self.each_endpoint("/v2/", |ep| {
-            let (url, resp) = self.client.send(ep, "/v2/", &self.scope(), &[])?;
-            match resp.status() {
-                s if s.is_success() || s == StatusCode::UNAUTHORIZED => Ok(()),
-                status => Err(RegistryError::Status {
-                    url,
-                    status,
-                    body: error_excerpt(resp),
-                }),
-            }
-        })
-    }
-
     /// Fetches a manifest by tag or digest.
     pub fn manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
         let path = format!("/v2/{}/manifests/{reference}", self.repository);

@@ -23,6 +23,8 @@ pub enum Fault {
     Trickle(usize, Duration),
     /// Refuse every blob request with 500 (a dead registry for blobs).
     NoBlobs,
+    /// Answer blob GETs with 307 to the same path on another host:port (a CDN).
+    RedirectBlobs(u16),
 }
 
 #[derive(Clone, Debug)]
@@ -126,12 +128,24 @@ fn handle(
     let head = String::from_utf8_lossy(&read_head(&mut conn)?).to_string();
     let mut first = head.lines().next().unwrap_or("").split(' ');
     let method = first.next().unwrap_or("").to_string();
-    let path = first.next().unwrap_or("").to_string();
+    let target = first.next().unwrap_or("").to_string();
+    let absolute = target.starts_with("http://");
+    let path = match target
+        .strip_prefix("http://")
+        .and_then(|t| t.find('/').map(|i| t[i..].to_string()))
+    {
+        Some(p) => p,
+        None => target.clone(),
+    };
     let is_blob = path.contains("/blobs/sha256:");
     let is_doc = is_blob || path.contains("/manifests/");
     let mut record = Seen {
         method: method.clone(),
-        path: path.clone(),
+        path: if absolute {
+            target.clone()
+        } else {
+            path.clone()
+        },
         range: header(&head, "range").map(str::to_string),
         authorization: header(&head, "authorization").is_some(),
         status: 0,
@@ -148,6 +162,9 @@ fn handle(
             Some((429, "Retry-After: 1\r\n".to_string()))
         }
         Fault::NoBlobs if is_blob => Some((500, String::new())),
+        Fault::RedirectBlobs(port) if is_blob && method == "GET" => {
+            Some((307, format!("Location: http://localhost:{port}{path}\r\n")))
+        }
         _ => None,
     };
     if let Some((code, extra)) = injected {
@@ -159,7 +176,12 @@ fn handle(
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     let mut req = String::new();
     for (i, line) in head.trim_end().lines().enumerate() {
-        if i > 0 && line.to_ascii_lowercase().starts_with("connection:") {
+        let lower = line.to_ascii_lowercase();
+        if i > 0 && (lower.starts_with("connection:") || lower.starts_with("proxy-")) {
+            continue;
+        }
+        if i == 0 && absolute {
+            req += &format!("{method} {path} HTTP/1.1\r\n");
             continue;
         }
         req += line;
