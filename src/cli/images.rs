@@ -191,13 +191,16 @@ pub fn unpack_to(store: &Store, img: &pull::Image, dir: &Path) -> Result<()> {
 pub fn gc(store: &Store) -> Result<()> {
     collect_blobs(store)?;
     let mut keep_layers = BTreeSet::new();
+    let mut keep_manifests = BTreeSet::new();
     for (name, e) in store.index().list()? {
         let platform = e.platform.parse().unwrap_or_else(|_| Platform::host());
         if let Ok(img) = pull::load_digest(store, &name, &e.digest, &platform) {
             keep_layers.extend(img.layers.iter().map(unpack::layer_key));
+            keep_manifests.insert(img.manifest.hex().to_string());
         }
     }
-    keep_layers.extend(store.layers_in_use()?);
+    let in_use = store.layers_in_use()?;
+    keep_layers.extend(in_use.iter().cloned());
     let mut removed = 0;
     for key in store.list_layers()? {
         if !keep_layers.contains(&key) {
@@ -205,8 +208,16 @@ pub fn gc(store: &Store) -> Result<()> {
             removed += 1;
         }
     }
+    // Flat trees are filed by manifest digest; leases name them `rootfs/<hex>`.
+    for key in store.list_flat()? {
+        let used = keep_manifests.contains(&key) || in_use.contains(&format!("rootfs/{key}"));
+        if !used {
+            store.remove_flat(&key)?;
+            removed += 1;
+        }
+    }
     store.clean_stale_staging()?;
-    tracing::info!(layers = removed, "garbage collected");
+    tracing::info!(trees = removed, "garbage collected");
     Ok(())
 }
 

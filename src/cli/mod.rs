@@ -29,6 +29,10 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
     pub log_level: String,
+    /// overlay: layers shared between images; flat: one flattened tree per image (where the
+    /// kernel has no overlayfs). Default: overlay when the kernel has it.
+    #[arg(long, global = true, value_enum)]
+    pub storage: Option<crate::unpack::Storage>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(subcommand)]
@@ -302,6 +306,12 @@ impl RegistryArgs {
     }
 }
 
+impl Cli {
+    pub fn storage(&self) -> crate::unpack::Storage {
+        self.storage.unwrap_or_else(crate::unpack::Storage::detect)
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
@@ -357,6 +367,9 @@ pub fn pull_image(
     // The registry client (and its threads) is done before any unpacking or namespace work.
     drop(client);
     crate::unpack::ensure_layers(store, &img).with_context(|| format!("unpacking {r}"))?;
+    if cli.storage() == crate::unpack::Storage::Flat {
+        crate::unpack::ensure_flat(store, &img).with_context(|| format!("flattening {r}"))?;
+    }
     Ok(img)
 }
 
@@ -365,10 +378,23 @@ fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
     let store = open_store(cli)?;
     let img = pull_image(cli, &store, &args.image, &args.pull)?;
     let opts = args.options();
-    let keys: Vec<String> = img.layers.iter().map(crate::unpack::layer_key).collect();
-    let layers = keys.iter().map(|k| store.layer_path(k)).collect();
+    let (keys, rootfs) = match cli.storage() {
+        crate::unpack::Storage::Overlay => {
+            let keys: Vec<String> = img.layers.iter().map(crate::unpack::layer_key).collect();
+            let layers = keys.iter().map(|k| store.layer_path(k)).collect();
+            (keys, crate::run::plan::Rootfs::Overlay(layers))
+        }
+        crate::unpack::Storage::Flat => {
+            let key = img.manifest.hex().to_string();
+            let tree = store.flat_path(&key);
+            (
+                vec![format!("rootfs/{key}")],
+                crate::run::plan::Rootfs::Flat(tree),
+            )
+        }
+    };
     let scratch = store.staging_dir("run")?;
-    let prepared = crate::run::prepare(layers, scratch.clone(), &img.config, &opts)?;
+    let prepared = crate::run::prepare(rootfs, scratch.clone(), &img.config, &opts)?;
     if args.dry_run {
         for op in &prepared.ops {
             println!("{op}");

@@ -230,7 +230,7 @@ impl Sys for Linux {
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{plan, Input, Volume};
+    use super::super::plan::{plan, Input, Rootfs, Volume};
     use super::*;
 
     #[derive(Debug, PartialEq)]
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn overlay_uses_short_relative_lowers_and_ro_binds_remount() {
         let ops = plan(&Input {
-            layers: vec!["/s/layers/aaa".into(), "/s/layers/bbb".into()],
+            rootfs: Rootfs::Overlay(vec!["/s/layers/aaa".into(), "/s/layers/bbb".into()]),
             scratch: "/s/tmp/run".into(),
             writable: false,
             volumes: vec![Volume {

@@ -125,11 +125,16 @@ fn host_var(k: &str) -> Option<String> {
 
 /// Resolves host paths and computes the mount plan and command; nothing is changed yet.
 pub fn prepare(
-    layers: Vec<PathBuf>,
+    rootfs: plan::Rootfs,
     scratch: PathBuf,
     config: &RuntimeConfig,
     opts: &Options,
 ) -> Result<Prepared, RunError> {
+    if opts.writable && matches!(rootfs, plan::Rootfs::Flat(_)) {
+        return Err(RunError::Plan(
+            "--writable needs overlayfs (storage is flat)".into(),
+        ));
+    }
     let argv = exec::command(
         config,
         opts.exec.as_deref(),
@@ -153,7 +158,7 @@ pub fn prepare(
     }
     env_items.extend(opts.env.iter().cloned());
     let input = plan::Input {
-        layers,
+        rootfs,
         scratch,
         writable: opts.writable,
         volumes,

@@ -115,9 +115,17 @@ pub struct Volume {
     pub recursive: bool,
 }
 
+/// What the new root is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rootfs {
+    /// Unpacked layer trees, bottom first: an overlay with a tmpfs upper.
+    Overlay(Vec<PathBuf>),
+    /// One flattened tree (no overlayfs): bind-mounted, never written.
+    Flat(PathBuf),
+}
+
 pub struct Input {
-    /// Unpacked layer trees, bottom first.
-    pub layers: Vec<PathBuf>,
+    pub rootfs: Rootfs,
     /// A private directory for this run: the tmpfs with the upper layer and the new root.
     pub scratch: PathBuf,
     pub writable: bool,
@@ -136,19 +144,33 @@ pub fn plan(input: &Input) -> Vec<MountOp> {
             target: Target::Host(input.scratch.clone()),
             options: "mode=0755".into(),
         },
-        MountOp::HostDir(upper.clone()),
-        MountOp::HostDir(work.clone()),
-        MountOp::HostDir(root.clone()),
-        MountOp::Overlay {
-            lowers: input.layers.iter().rev().cloned().collect(),
-            upper,
-            work,
-            target: root.clone(),
-        },
-        MountOp::Proc {
-            target: Target::Inside("/proc".into()),
-        },
     ];
+    match &input.rootfs {
+        Rootfs::Overlay(layers) => ops.extend([
+            MountOp::HostDir(upper.clone()),
+            MountOp::HostDir(work.clone()),
+            MountOp::HostDir(root.clone()),
+            MountOp::Overlay {
+                lowers: layers.iter().rev().cloned().collect(),
+                upper,
+                work,
+                target: root.clone(),
+            },
+        ]),
+        Rootfs::Flat(tree) => ops.extend([
+            MountOp::HostDir(root.clone()),
+            MountOp::Bind {
+                source: tree.clone(),
+                target: Target::Host(root.clone()),
+                kind: NodeKind::Dir,
+                recursive: false,
+                readonly: false,
+            },
+        ]),
+    }
+    ops.push(MountOp::Proc {
+        target: Target::Inside("/proc".into()),
+    });
     for (src, dst) in [("/sys", "/sys"), ("/dev", "/dev")] {
         ops.push(MountOp::Bind {
             source: src.into(),
@@ -167,9 +189,19 @@ pub fn plan(input: &Input) -> Vec<MountOp> {
         options: "mode=0755".into(),
     });
     for (path, target) in &input.symlinks {
-        ops.push(MountOp::Symlink {
-            path: path.clone(),
-            target: target.clone(),
+        ops.push(match input.rootfs {
+            Rootfs::Overlay(_) => MountOp::Symlink {
+                path: path.clone(),
+                target: target.clone(),
+            },
+            // A flat tree is shared and never written: bind the file the link names instead.
+            Rootfs::Flat(_) => MountOp::Bind {
+                source: target.into(),
+                target: Target::Inside(path.clone()),
+                kind: NodeKind::File,
+                recursive: false,
+                readonly: true,
+            },
         });
     }
     for v in &input.volumes {
@@ -194,7 +226,7 @@ mod tests {
 
     fn input(writable: bool) -> Input {
         Input {
-            layers: vec!["/s/layers/a".into(), "/s/layers/b".into()],
+            rootfs: Rootfs::Overlay(vec!["/s/layers/a".into(), "/s/layers/b".into()]),
             scratch: "/s/tmp/run.1.0".into(),
             writable,
             volumes: vec![Volume {
@@ -233,6 +265,19 @@ mod tests {
             unreachable!()
         };
         assert_eq!(lowers[0], PathBuf::from("/s/layers/b"), "top layer first");
+    }
+
+    #[test]
+    fn flat_binds_the_tree_and_never_writes_it() {
+        let mut i = input(false);
+        i.rootfs = Rootfs::Flat("/s/rootfs/abc".into());
+        let ops = plan(&i);
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, MountOp::Overlay { .. } | MountOp::Symlink { .. })));
+        assert!(ops.iter().any(|o| matches!(o, MountOp::Bind { source, target: Target::Host(_), .. } if source == &PathBuf::from("/s/rootfs/abc"))));
+        assert!(ops.iter().any(|o| matches!(o, MountOp::Bind { target: Target::Inside(p), readonly: true, .. } if p == "/etc/resolv.conf")));
+        assert!(ops.iter().any(|o| matches!(o, MountOp::RemountReadOnly(_))));
     }
 
     #[test]

@@ -101,7 +101,15 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
-        for dir in ["blobs", "blobs/sha256", "ingest", "layers", "tmp", "leases"] {
+        for dir in [
+            "blobs",
+            "blobs/sha256",
+            "ingest",
+            "layers",
+            "rootfs",
+            "tmp",
+            "leases",
+        ] {
             store.ensure_dir(&root.join(dir))?;
         }
         Ok(store)
@@ -205,25 +213,37 @@ impl Store {
         Ok(())
     }
 
+    /// Where a flattened rootfs (for `--storage=flat`) lives, by manifest digest hex.
+    pub fn flat_path(&self, key: &str) -> PathBuf {
+        self.root.join("rootfs").join(key)
+    }
+
+    /// Keys of the flattened rootfs trees.
+    pub fn list_flat(&self) -> Result<Vec<String>, StoreError> {
+        list_names(&self.root.join("rootfs"))
+    }
+
+    /// Removes a flattened rootfs (see `remove_layer`).
+    pub fn remove_flat(&self, key: &str) -> Result<(), StoreError> {
+        self.remove_tree(&format!("flat-{key}"), &self.flat_path(key))
+    }
+
     /// Keys of the unpacked layer trees.
     pub fn list_layers(&self) -> Result<Vec<String>, StoreError> {
-        let dir = self.layers_dir();
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
-            let e = e.map_err(io_err("list", &dir))?;
-            out.push(e.file_name().to_string_lossy().into_owned());
-        }
-        Ok(out)
+        list_names(&self.layers_dir())
     }
 
     /// Removes a layer tree: renamed aside first, so it stops looking complete at once.
     pub fn remove_layer(&self, key: &str) -> Result<(), StoreError> {
-        let _lock = self.lock_layer(key)?;
-        let src = self.layer_path(key);
+        self.remove_tree(key, &self.layer_path(key))
+    }
+
+    fn remove_tree(&self, lock_key: &str, src: &Path) -> Result<(), StoreError> {
+        let _lock = self.lock_layer(lock_key)?;
         let aside = self
             .tmp_dir()
-            .join(format!("gc-{key}.{}.0", std::process::id()));
-        fs::rename(&src, &aside).map_err(io_err("rename aside", &src))?;
+            .join(format!("gc-{lock_key}.{}.0", std::process::id()));
+        fs::rename(src, &aside).map_err(io_err("rename aside", src))?;
         crate::fs::root::remove_dir_all(&aside).map_err(|e| StoreError::Io {
             op: "remove",
             path: aside.clone(),
@@ -245,6 +265,15 @@ impl Store {
     pub fn index(&self) -> Index {
         Index::new(&self.root)
     }
+}
+
+fn list_names(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let e = e.map_err(io_err("list", dir))?;
+        out.push(e.file_name().to_string_lossy().into_owned());
+    }
+    Ok(out)
 }
 
 /// Takes an exclusive `flock` on `path` (created if missing), waiting for other holders.

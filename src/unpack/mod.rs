@@ -136,6 +136,65 @@ fn unpack_layer(store: &Store, layer: &Layer) -> Result<(), UnpackError> {
     result
 }
 
+/// How a rootfs is served: an overlay of the shared layer trees, or one flattened copy (for
+/// kernels without overlayfs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storage {
+    Overlay,
+    Flat,
+}
+
+impl Storage {
+    /// Overlay where the kernel has it.
+    pub fn detect() -> Storage {
+        let has_overlay = std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| {
+            f.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        });
+        if has_overlay {
+            Storage::Overlay
+        } else {
+            Storage::Flat
+        }
+    }
+}
+
+/// The directories the run plan mounts over, made in a flat tree when it is built (the tree
+/// is read-only at run time).
+const MOUNTPOINTS: [&str; 5] = ["proc", "sys", "dev", "tmp", "run"];
+
+/// Makes sure the image's flattened rootfs exists (`rootfs/<manifest hex>`), built from its
+/// verified layer trees in staging and renamed into place.
+pub fn ensure_flat(store: &Store, image: &Image) -> Result<PathBuf, UnpackError> {
+    let layers = ensure_layers(store, image)?;
+    let key = image.manifest.hex().to_string();
+    let dest = store.flat_path(&key);
+    let _lock = store.lock_layer(&format!("flat-{key}"))?;
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let staging = store.staging_dir(&format!("flat-{key}"))?;
+    let result = flatten(&layers, &staging).and_then(|()| {
+        let root = Root::open(&staging)?;
+        for m in MOUNTPOINTS {
+            let p = crate::fs::root::InnerPath::parse(m.as_bytes())?.ok_or_else(|| {
+                UnpackError::Target {
+                    path: staging.clone(),
+                    why: "empty mountpoint name".into(),
+                }
+            })?;
+            root.mountpoint(&p, crate::fs::root::NodeKind::Dir)?;
+        }
+        store
+            .commit_staged(&staging, &dest)
+            .map_err(UnpackError::from)
+    });
+    if result.is_err() {
+        let _ = crate::fs::root::remove_dir_all(&staging);
+    }
+    result.map(|()| dest)
+}
+
 fn io_err(layer: &Layer, what: &'static str, source: io::Error) -> UnpackError {
     UnpackError::Io {
         layer: layer.blob.digest.clone(),
