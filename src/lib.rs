@@ -7,6 +7,7 @@ pub mod fs;
 pub mod logging;
 pub mod manifest;
 pub mod parallel;
+pub mod profiles;
 pub mod pull;
 pub mod reference;
 pub mod registry;

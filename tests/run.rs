@@ -446,11 +446,28 @@ fn flat_storage_where_overlayfs_is_missing() {
     let s = setup("run/flat", &Spec::default(), &[]);
     ok(s.env.skiff(&["--storage=flat", "pull", &s.r]));
     let flat = s.env.root.join("rootfs");
-    let trees: Vec<_> = std::fs::read_dir(&flat).unwrap().map(|e| e.unwrap().path()).collect();
+    let trees: Vec<_> = std::fs::read_dir(&flat)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(trees.len(), 1);
     let before = tree::describe(&trees[0]);
-    let out = ok(s.env.skiff(&["--storage=flat", "run", "--pull=never", "--host-dns", "--exec", "/bin/sh", &s.r, "--", "-c", "cat /etc/os-release; cat /etc/hosts; touch /x || echo ro"]));
-    assert!(out.contains("skiff-busybox") && out.contains("localhost") && out.contains("ro"), "{out}");
+    let out = ok(s.env.skiff(&[
+        "--storage=flat",
+        "run",
+        "--pull=never",
+        "--host-dns",
+        "--exec",
+        "/bin/sh",
+        &s.r,
+        "--",
+        "-c",
+        "cat /etc/os-release; cat /etc/hosts; touch /x || echo ro",
+    ]));
+    assert!(
+        out.contains("skiff-busybox") && out.contains("localhost") && out.contains("ro"),
+        "{out}"
+    );
     // What the image had is untouched; skiff may only have added empty mountpoints (the tree
     // cannot be unioned without overlayfs), and the payload wrote nothing.
     let after = tree::describe(&trees[0]);
@@ -459,11 +476,17 @@ fn flat_storage_where_overlayfs_is_missing() {
     }
     for (path, node) in &after {
         if !before.contains_key(path) {
-            assert!(node.size == 0 && (node.kind == "file" || node.kind == "dir"), "{path}: {node:?}");
+            assert!(
+                node.size == 0 && (node.kind == "file" || node.kind == "dir"),
+                "{path}: {node:?}"
+            );
         }
     }
     assert!(!after.contains_key("x"));
-    let err = fails(s.env.skiff(&["--storage=flat", "run", "--pull=never", "--writable", &s.r]));
+    let err = fails(
+        s.env
+            .skiff(&["--storage=flat", "run", "--pull=never", "--writable", &s.r]),
+    );
     assert!(err.contains("overlayfs"), "{err}");
     ok(s.env.skiff(&["rm", &s.r]));
     ok(s.env.skiff(&["gc"]));

@@ -74,8 +74,19 @@ pub struct RegistryArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ImageArgs {
-    /// The image: [REGISTRY[:PORT]/]PATH[:TAG][@sha256:DIGEST]
-    pub image: String,
+    /// The image: [REGISTRY[:PORT]/]PATH[:TAG][@sha256:DIGEST] (optional with --profile).
+    #[arg(required_unless_present = "profile")]
+    pub image: Option<String>,
+    /// A service profile (fleet, etcd, kubelet, or /etc/skiff/profiles/NAME.json): its image,
+    /// version variables, mounts and environment.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// With --profile: the tag (overrides PREFIX_IMAGE_TAG).
+    #[arg(long, requires = "profile")]
+    pub tag: Option<String>,
+    /// Where operators' profile files live.
+    #[arg(long, default_value = crate::profiles::PROFILE_DIR, hide = true)]
+    pub profile_dir: PathBuf,
     /// Pin the manifest digest (sha256:…); the registry must serve exactly this.
     #[arg(long)]
     pub digest: Option<String>,
@@ -131,6 +142,15 @@ pub enum Command {
     },
     /// Run an image's payload in place: pull if needed, mount, exec.
     Run(Box<RunArgs>),
+    /// Resolve a tag (or a profile's image) to its digest, so every host runs identical bytes.
+    Pin {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Write PREFIX_IMAGE=…@sha256:… (with --profile) or the pinned reference to FILE, for a
+        /// unit's EnvironmentFile=.
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
+    },
     /// Remove blobs and layers that no reference uses and no running payload holds.
     Gc,
     /// Re-check every blob in the store against its digest.
@@ -253,12 +273,39 @@ impl RunArgs {
     }
 }
 
+impl ImageArgs {
+    /// The profile, resolved against skiff's environment.
+    pub fn profile(&self) -> Result<Option<crate::profiles::Resolved>> {
+        let Some(name) = &self.profile else {
+            return Ok(None);
+        };
+        let profile = crate::profiles::load(name, &self.profile_dir)?;
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        let env = |k: &str| std::env::var(k).ok();
+        Ok(Some(profile.resolve(
+            self.tag.as_deref(),
+            &env,
+            &vars,
+            &crate::profiles::host_user,
+        )?))
+    }
+
+    /// The image as given, or as the profile names it.
+    pub fn image_name(&self) -> Result<String> {
+        match (&self.image, self.profile()?) {
+            (Some(i), _) => Ok(i.clone()),
+            (None, Some(p)) => Ok(p.image),
+            (None, None) => anyhow::bail!("give an IMAGE or --profile"),
+        }
+    }
+}
+
 /// Parses an image argument with its `--digest` pin.
 pub fn reference(args: &ImageArgs) -> Result<Reference> {
-    let mut r: Reference = args
-        .image
+    let image = args.image_name()?;
+    let mut r: Reference = image
         .parse()
-        .with_context(|| format!("parsing image reference {:?}", args.image))?;
+        .with_context(|| format!("parsing image reference {image:?}"))?;
     if let Some(d) = &args.digest {
         let d: Digest = d.parse().context("parsing --digest")?;
         r = r.with_digest(d).map_err(|(a, b)| {
@@ -334,6 +381,7 @@ pub fn run(cli: Cli) -> Result<()> {
             images::unpack_to(&store, &img, dir)
         }
         Command::Run(args) => run_image(&cli, args),
+        Command::Pin { image, write } => pin(&cli, image, write.as_deref()),
         Command::Gc => images::gc(&open_store(&cli)?),
         Command::Verify { repair } => images::verify(&open_store(&cli)?, *repair),
     }
@@ -377,7 +425,10 @@ pub fn pull_image(
 fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
     let store = open_store(cli)?;
     let img = pull_image(cli, &store, &args.image, &args.pull)?;
-    let opts = args.options();
+    let mut opts = args.options();
+    if let Some(p) = args.image.profile()? {
+        apply_profile(&mut opts, p)?;
+    }
     let (keys, rootfs) = match cli.storage() {
         crate::unpack::Storage::Overlay => {
             let keys: Vec<String> = img.layers.iter().map(crate::unpack::layer_key).collect();
@@ -400,7 +451,9 @@ fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
             println!("{op}");
         }
         println!("exec {}", crate::run::describe_command(&img.config, &opts)?);
-        std::fs::remove_dir(&scratch).ok();
+        if let Err(e) = std::fs::remove_dir(&scratch) {
+            tracing::debug!(error = %e, "scratch directory left for the next run to clean");
+        }
         return Ok(());
     }
     // gc must not remove these layers while the payload (this PID, after exec) runs.
@@ -408,8 +461,84 @@ fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
     drop(store);
     match crate::run::run(prepared, &opts) {
         Ok(never) => match never {},
-        Err(e) => Err(anyhow::Error::new(e).context(format!("running {}", args.image.image))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("running {}", img.digest))),
     }
+}
+
+/// `skiff pin`: ask the registry what the tag means now, store it, print the pinned name.
+fn pin(cli: &Cli, image: &ImageArgs, write: Option<&std::path::Path>) -> Result<()> {
+    let store = open_store(cli)?;
+    let r = reference(image)?;
+    let args = PullArgs {
+        pull: PullPolicy::Always,
+        max_parallel: 4,
+    };
+    let img = pull_image(cli, &store, image, &args)?;
+    let pinned = format!("{}@{}", r.name(), img.digest);
+    println!("{pinned}");
+    if let Some(path) = write {
+        let line = match &image.profile {
+            Some(name) => {
+                let prefix = crate::profiles::load(name, &image.profile_dir)?.prefix;
+                format!("{prefix}_IMAGE={pinned}\n")
+            }
+            None => format!("{pinned}\n"),
+        };
+        std::fs::write(path, line).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Puts a profile's mounts, presets, environment and user under what the flags say (flags win).
+fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) -> Result<()> {
+    let mut volumes = p
+        .volumes
+        .iter()
+        .map(|v| {
+            v.parse::<crate::run::VolumeSpec>()
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some((host, target)) = &p.data_dir {
+        // Created and owned by the service's user, as etcd-wrapper did.
+        std::fs::create_dir_all(host).with_context(|| format!("creating {}", host.display()))?;
+        if let Some((uid, gid)) = p.user {
+            nix::unistd::chown(host, Some(uid.into()), Some(gid.into()))
+                .with_context(|| format!("chown {uid}:{gid} {}", host.display()))?;
+        }
+        volumes.push(crate::run::VolumeSpec::new(host, target));
+    }
+    volumes.append(&mut opts.volumes);
+    opts.volumes = volumes;
+    for preset in &p.presets {
+        match preset.as_str() {
+            "systemd" => opts.presets.systemd = true,
+            "dbus" => opts.presets.dbus = true,
+            "dns" => opts.presets.dns = true,
+            "certs" => opts.presets.certs = true,
+            "etcd" => {
+                opts.presets.etcd = Some(
+                    opts.presets
+                        .etcd
+                        .clone()
+                        .unwrap_or_else(|| "/etc/ssl/etcd".into()),
+                )
+            }
+            other => anyhow::bail!(
+                "profile preset {other:?} is not one of systemd, dbus, dns, certs, etcd"
+            ),
+        }
+    }
+    let mut env = p.env;
+    env.append(&mut opts.env);
+    opts.env = env;
+    if opts.exec.is_none() && opts.entrypoint.is_none() {
+        opts.exec = p.exec;
+    }
+    if opts.user.is_none() {
+        opts.user = p.user.map(|(u, g)| format!("{u}:{g}"));
+    }
+    Ok(())
 }
 
 /// The exit status for an error that ended skiff before any payload ran: 125 (as podman and

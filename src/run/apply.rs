@@ -138,6 +138,7 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
                 kind,
                 recursive,
                 readonly,
+                shared,
             } => {
                 let t = target(sys, t_spec, *kind)?;
                 let rec = if *recursive {
@@ -153,6 +154,11 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
                     let t = target(sys, t_spec, *kind)?;
                     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | rec;
                     sys.mount(None, &t, None, flags, None).map_err(op_err(op))?;
+                }
+                if *shared {
+                    let t = target(sys, t_spec, *kind)?;
+                    sys.mount(None, &t, None, MsFlags::MS_SHARED | MsFlags::MS_REC, None)
+                        .map_err(op_err(op))?;
                 }
             }
             MountOp::Symlink { path, target: link } => sys.symlink_inside(&root, path, link)?,
@@ -304,6 +310,7 @@ mod tests {
                 kind: NodeKind::File,
                 readonly: true,
                 recursive: false,
+                shared: false,
             }],
             symlinks: vec![],
         });

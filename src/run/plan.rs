@@ -41,6 +41,8 @@ pub enum MountOp {
         kind: NodeKind,
         recursive: bool,
         readonly: bool,
+        /// Make the mount rshared (bidirectional propagation).
+        shared: bool,
     },
     /// A symlink in the rootfs's tmpfs upper (the cached layers are not touched).
     Symlink {
@@ -113,6 +115,7 @@ pub struct Volume {
     pub kind: NodeKind,
     pub readonly: bool,
     pub recursive: bool,
+    pub shared: bool,
 }
 
 /// What the new root is made of.
@@ -165,6 +168,7 @@ pub fn plan(input: &Input) -> Vec<MountOp> {
                 kind: NodeKind::Dir,
                 recursive: false,
                 readonly: false,
+                shared: false,
             },
         ]),
     }
@@ -178,6 +182,7 @@ pub fn plan(input: &Input) -> Vec<MountOp> {
             kind: NodeKind::Dir,
             recursive: true,
             readonly: false,
+            shared: false,
         });
     }
     ops.push(MountOp::Tmpfs {
@@ -201,6 +206,7 @@ pub fn plan(input: &Input) -> Vec<MountOp> {
                 kind: NodeKind::File,
                 recursive: false,
                 readonly: true,
+                shared: false,
             },
         });
     }
@@ -211,6 +217,7 @@ pub fn plan(input: &Input) -> Vec<MountOp> {
             kind: v.kind,
             recursive: v.recursive,
             readonly: v.readonly,
+            shared: v.shared,
         });
     }
     if !input.writable {
@@ -235,6 +242,7 @@ mod tests {
                 kind: NodeKind::File,
                 readonly: false,
                 recursive: false,
+                shared: false,
             }],
             symlinks: vec![(
                 "/etc/resolv.conf".into(),

@@ -14,8 +14,10 @@ pub struct VolumeSpec {
     pub readonly: bool,
     pub recursive: bool,
     pub create: bool,
-    /// A missing source is skipped rather than an error (presets only).
+    /// A missing source is skipped rather than an error.
     pub optional: bool,
+    /// Mount events propagate both ways (kubelet's /var/lib/kubelet).
+    pub shared: bool,
 }
 
 impl FromStr for VolumeSpec {
@@ -43,6 +45,7 @@ impl FromStr for VolumeSpec {
             recursive: false,
             create: false,
             optional: false,
+            shared: false,
         };
         for o in opts.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
             match o {
@@ -51,9 +54,14 @@ impl FromStr for VolumeSpec {
                 "rbind" => v.recursive = true,
                 "bind" => v.recursive = false,
                 "create" => v.create = true,
+                "optional" => v.optional = true,
+                "rshared" => {
+                    v.shared = true;
+                    v.recursive = true;
+                }
                 other => {
                     return Err(format!(
-                        "volume {s:?}: unknown option {other:?} (ro, rw, rbind, create)"
+                        "volume {s:?}: unknown option {other:?} (ro, rw, rbind, rshared, create, optional)"
                     ))
                 }
             }
@@ -71,6 +79,7 @@ impl VolumeSpec {
             recursive: false,
             create: false,
             optional: false,
+            shared: false,
         }
     }
 
@@ -120,6 +129,7 @@ impl VolumeSpec {
             kind,
             readonly: self.readonly,
             recursive: self.recursive,
+            shared: self.shared,
         }))
     }
 
