@@ -53,7 +53,8 @@ pub fn resolve(p: &Presets, host: &dyn Fn(&str) -> Option<String>) -> Result<Res
         specs.push(VolumeSpec::new("/run/etcd", "/run/etcd").optional());
     }
     if p.dns {
-        specs.push(VolumeSpec::new("/etc/hosts", "/etc/hosts").ro());
+        // Minimal hosts may have neither file: then the image's own stay.
+        specs.push(VolumeSpec::new("/etc/hosts", "/etc/hosts").ro().optional());
         match resolve_link(std::path::Path::new("/etc/resolv.conf")) {
             // Bind the directory the host's symlink points into, and point the image's
             // /etc/resolv.conf at the same file: it then follows the host's rewrites.
@@ -69,7 +70,11 @@ pub fn resolve(p: &Presets, host: &dyn Fn(&str) -> Option<String>) -> Result<Res
                     target.to_string_lossy().into_owned(),
                 ));
             }
-            None => specs.push(VolumeSpec::new("/etc/resolv.conf", "/etc/resolv.conf").ro()),
+            None => specs.push(
+                VolumeSpec::new("/etc/resolv.conf", "/etc/resolv.conf")
+                    .ro()
+                    .optional(),
+            ),
         }
     }
     if p.certs {

@@ -1,0 +1,439 @@
+//! End to end under a real systemd: a minimal Debian (debootstrap, cached) booted with
+//! systemd-nspawn, skiff and the units from units/ installed in it, images served by a registry
+//! on the host's loopback (the container shares the host's network).
+//!
+//! Checks that etcd-member.service (Type=notify) is active only once etcd is ready, serves
+//! etcdctl, stops cleanly, comes back after its payload is killed, and starts with the registry
+//! down; and that fleet.socket hands its socket to a socket-activated payload.
+
+mod common;
+use common::*;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CACHE: &str = "/var/cache/skiff-test/bookworm";
+
+/// The debootstrap tree, built once per machine (a minute or so) and then reused.
+fn base_tree() -> PathBuf {
+    let cache = PathBuf::from(std::env::var("SKIFF_TEST_ROOTFS").unwrap_or_else(|_| CACHE.into()));
+    if cache.join("usr/lib/systemd/systemd").exists() {
+        return cache;
+    }
+    let stage = cache.with_extension("stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    let mirror = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("URIs: ").map(|u| u.trim().to_string()))
+        })
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
+    let o = Command::new("debootstrap")
+        .args([
+            "--variant=minbase",
+            "--include=systemd,systemd-sysv,dbus,iproute2",
+            "bookworm",
+        ])
+        .arg(&stage)
+        .arg(&mirror)
+        .output()
+        .expect("debootstrap (scripts/deps installs it)");
+    assert!(
+        o.status.success(),
+        "debootstrap: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::rename(&stage, &cache).unwrap();
+    cache
+}
+
+/// Leftover cgroups of earlier containers would make systemd-nspawn refuse to start.
+fn clean_cgroups() {
+    fn walk(dir: &Path) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path());
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+    for base in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"] {
+        walk(Path::new(base));
+    }
+}
+
+struct Container {
+    nspawn: Child,
+    pid: u32,
+    root: PathBuf,
+}
+
+impl Container {
+    fn boot(root: &Path, log: &Path) -> Container {
+        clean_cgroups();
+        let nspawn = Command::new("systemd-nspawn")
+            .args([
+                "--register=no",
+                "--keep-unit",
+                "-b",
+                "--console=passive",
+                "-D",
+            ])
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .expect("systemd-nspawn (systemd-container)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pid = loop {
+            let children = std::fs::read_to_string(format!(
+                "/proc/{}/task/{}/children",
+                nspawn.id(),
+                nspawn.id()
+            ))
+            .unwrap_or_default();
+            if let Some(p) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+            {
+                break p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nspawn did not start: {}",
+                std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let c = Container {
+            nspawn,
+            pid,
+            root: root.to_path_buf(),
+        };
+        c.wait_for(Duration::from_secs(90), "systemd to finish booting", || {
+            let s = stdout(&c.sh("systemctl is-system-running"));
+            matches!(s.trim(), "running" | "degraded")
+        });
+        c
+    }
+
+    fn exec(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-a", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        self.exec(&["/bin/sh", "-c", script])
+    }
+
+    #[track_caller]
+    fn ok(&self, script: &str) -> String {
+        let o = self.sh(script);
+        assert!(
+            o.status.success(),
+            "in the container: {script}\nstdout: {}\nstderr: {}\njournal: {}",
+            stdout(&o),
+            stderr(&o),
+            stdout(&self.sh("journalctl -n 60 --no-pager"))
+        );
+        stdout(&o)
+    }
+
+    fn prop(&self, unit: &str, p: &str) -> String {
+        stdout(&self.sh(&format!("systemctl show -P {p} {unit}")))
+            .trim()
+            .to_string()
+    }
+
+    #[track_caller]
+    fn wait_for(&self, limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; journal: {}",
+                stdout(&self.sh("journalctl -n 60 --no-pager"))
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.sh("systemctl poweroff");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.nspawn.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+        let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+const FLEETD_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+/* A stand-in for fleetd: takes its API socket from systemd (fd 3) and answers each client. */
+int main(void) {
+    const char *fds = getenv("LISTEN_FDS"), *pid = getenv("LISTEN_PID"), *names = getenv("LISTEN_FDNAMES");
+    if (!fds || !pid || atoi(fds) != 1 || atoi(pid) != getpid()) { fprintf(stderr, "no socket activation\n"); return 2; }
+    for (;;) {
+        int c = accept(3, NULL, NULL);
+        if (c < 0) return 3;
+        char msg[256];
+        int n = snprintf(msg, sizeof msg, "fleetd: activated pid=%d LISTEN_FDS=%s names=%s\n", getpid(), fds, names ? names : "");
+        if (write(c, msg, n) != n) return 4;
+        close(c);
+    }
+}
+"#;
+
+const SOCKCAT_C: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strncpy(a.sun_path, argv[1], sizeof a.sun_path - 1);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) { perror("connect"); return 3; }
+    char buf[512];
+    ssize_t n;
+    while ((n = read(s, buf, sizeof buf)) > 0) fwrite(buf, 1, n, stdout);
+    return 0;
+}
+"#;
+
+fn etcd_image() -> Image {
+    let file = |host: &str, inside: &str| {
+        Entry::File(
+            inside.into(),
+            std::fs::read(host).unwrap_or_else(|e| panic!("{host}: {e}")),
+            0o755,
+        )
+    };
+    let layer = busybox_layer(&[
+        Entry::Dir("usr", 0o755),
+        Entry::Dir("usr/local", 0o755),
+        Entry::Dir("usr/local/bin", 0o755),
+        Entry::Dir("lib", 0o755),
+        Entry::Dir("lib/x86_64-linux-gnu", 0o755),
+        Entry::Dir("lib64", 0o755),
+        Entry::Dir("var", 0o755),
+        Entry::Dir("var/lib", 0o755),
+        Entry::Dir("var/lib/etcd", 0o700),
+        file("/usr/bin/etcd", "usr/local/bin/etcd"),
+        file(
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        file("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+    ]);
+    build(
+        &[layer],
+        &Spec {
+            cmd: vec!["/usr/local/bin/etcd".into()],
+            ..Spec::default()
+        },
+    )
+}
+
+fn install(root: &Path, path: &str, bytes: &[u8], mode: u32) {
+    let p = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn units_under_a_real_systemd() {
+    let env = Env::new();
+    let mut reg = env.registry();
+    let helpers = env.path().join("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let etcd = etcd_image();
+    push(&reg.url(), "coreos/etcd", "v3-test", &etcd);
+    let fleetd = static_c(&helpers, "fleetd", FLEETD_C);
+    let fleet = busybox_image(
+        &Spec {
+            cmd: vec!["/usr/local/bin/fleetd".into()],
+            ..Spec::default()
+        },
+        &[
+            Entry::Dir("usr", 0o755),
+            Entry::Dir("usr/local", 0o755),
+            Entry::Dir("usr/local/bin", 0o755),
+            Entry::File("usr/local/bin/fleetd".into(), fleetd, 0o755),
+        ],
+    );
+    push(&reg.url(), "coreos/fleet", "v1-test", &fleet);
+
+    // The container's root: an overlay on the cached tree, so the cache stays clean.
+    let base = base_tree();
+    let (upper, work, root) = (
+        env.path().join("upper"),
+        env.path().join("work"),
+        env.path().join("root"),
+    );
+    for d in [&upper, &work, &root] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(
+            format!(
+                "lowerdir={},upperdir={},workdir={}",
+                base.display(),
+                upper.display(),
+                work.display()
+            )
+            .as_str(),
+        ),
+    )
+    .unwrap();
+    install(
+        &root,
+        "/opt/bin/skiff",
+        &std::fs::read(env!("CARGO_BIN_EXE_skiff")).unwrap(),
+        0o755,
+    );
+    install(
+        &root,
+        "/opt/bin/sockcat",
+        &static_c(&helpers, "sockcat", SOCKCAT_C),
+        0o755,
+    );
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    for u in [
+        "etcd-member.service",
+        "fleet.service",
+        "fleet.socket",
+        "kubelet.service",
+    ] {
+        install(
+            &root,
+            &format!("/etc/systemd/system/{u}"),
+            &std::fs::read(units.join(u)).unwrap(),
+            0o644,
+        );
+    }
+    let (client, peer) = (registry::free_port(), registry::free_port());
+    let etcd_env = format!(
+        "ETCD_IMAGE_URL=docker://{host}/coreos/etcd\nETCD_IMAGE_TAG=v3-test\nETCD_USER=root\nETCD_NAME=e2e\n\
+         ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:{client}\nETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:{client}\n\
+         ETCD_LISTEN_PEER_URLS=http://127.0.0.1:{peer}\nETCD_INITIAL_ADVERTISE_PEER_URLS=http://127.0.0.1:{peer}\n\
+         ETCD_INITIAL_CLUSTER=e2e=http://127.0.0.1:{peer}\n",
+        host = reg.host()
+    );
+    install(
+        &root,
+        "/etc/skiff/etcd-member.env",
+        etcd_env.as_bytes(),
+        0o644,
+    );
+    install(
+        &root,
+        "/etc/skiff/fleet.env",
+        format!("FLEET_IMAGE={}/coreos/fleet:v1-test\n", reg.host()).as_bytes(),
+        0o644,
+    );
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap()
+        + "fleet:x:500:500:fleet:/:/usr/sbin/nologin\n";
+    install(&root, "/etc/passwd", passwd.as_bytes(), 0o644);
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap() + "fleet:x:500:\n";
+    install(&root, "/etc/group", group.as_bytes(), 0o644);
+
+    let c = Container::boot(&root, &env.path().join("nspawn.log"));
+    c.ok("systemd-analyze verify --man=no /etc/systemd/system/etcd-member.service /etc/systemd/system/fleet.service /etc/systemd/system/fleet.socket /etc/systemd/system/kubelet.service");
+
+    // Type=notify: `systemctl start` returns once etcd has said READY=1, and only then.
+    c.ok("timeout 180 systemctl start etcd-member.service");
+    assert_eq!(c.prop("etcd-member.service", "ActiveState"), "active");
+    let main_pid = c.prop("etcd-member.service", "MainPID");
+    assert_eq!(
+        c.ok(&format!("cat /proc/{main_pid}/comm")).trim(),
+        "etcd",
+        "MainPID is etcd itself: skiff exec'd in place"
+    );
+    let etcdctl = |args: &[&str]| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=http://127.0.0.1:{client}"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(etcdctl(&["put", "skiff", "works"]));
+    assert_eq!(
+        ok(etcdctl(&["get", "--print-value-only", "skiff"])).trim(),
+        "works"
+    );
+
+    // Killed payload: Restart=on-failure brings it back.
+    c.ok("systemctl kill -s SIGKILL etcd-member.service");
+    c.wait_for(Duration::from_secs(60), "etcd-member to come back", || {
+        let pid = c.prop("etcd-member.service", "MainPID");
+        c.prop("etcd-member.service", "ActiveState") == "active" && pid != "0" && pid != main_pid
+    });
+    assert_eq!(
+        ok(etcdctl(&["get", "--print-value-only", "skiff"])).trim(),
+        "works"
+    );
+
+    // A clean stop.
+    c.ok("systemctl stop etcd-member.service");
+    assert_eq!(c.prop("etcd-member.service", "ActiveState"), "inactive");
+    assert_eq!(c.prop("etcd-member.service", "Result"), "success");
+
+    // fleet.socket hands the socket to the payload (fd 3), activated on the first client.
+    c.ok("systemctl start fleet.socket");
+    let answer = c.ok("timeout 120 /opt/bin/sockcat /var/run/fleet.sock");
+    assert!(
+        answer.contains("fleetd: activated")
+            && answer.contains("LISTEN_FDS=1")
+            && answer.contains("names=fleet.socket"),
+        "{answer}"
+    );
+    assert_eq!(c.prop("fleet.service", "ActiveState"), "active");
+    assert_eq!(c.ok("stat -c %a /var/run/fleet.sock").trim(), "660");
+
+    // The registry goes away, as at a reboot without network: the units still start.
+    // (fleet.service Wants= etcd-member, so the socket activation above started it again.)
+    c.ok("systemctl stop fleet.service fleet.socket etcd-member.service");
+    assert_eq!(c.prop("etcd-member.service", "ActiveState"), "inactive");
+    reg.stop();
+    c.ok("timeout 120 systemctl start etcd-member.service");
+    assert_eq!(
+        ok(etcdctl(&["get", "--print-value-only", "skiff"])).trim(),
+        "works"
+    );
+    let journal = c.ok("journalctl -u etcd-member.service --no-pager");
+    assert!(journal.contains("using the cached resolution"), "{journal}");
+    c.ok("systemctl stop etcd-member.service");
+}
