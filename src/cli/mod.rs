@@ -133,12 +133,18 @@ pub enum Command {
     },
     /// Write an image's flattened rootfs into DIR (which must be empty or absent).
     Unpack {
-        #[command(flatten)]
-        image: ImageArgs,
-        #[command(flatten)]
-        pull: PullArgs,
+        /// The image: [REGISTRY[:PORT]/]PATH[:TAG][@sha256:DIGEST]
+        image: String,
         /// Where to write the tree.
         dir: PathBuf,
+        /// Pin the manifest digest (sha256:…).
+        #[arg(long)]
+        digest: Option<String>,
+        /// OS/ARCH[/VARIANT] to choose from a multi-platform image.
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        pull: PullArgs,
     },
     /// Run an image's payload in place: pull if needed, mount, exec.
     Run(Box<RunArgs>),
@@ -375,9 +381,23 @@ pub fn run(cli: Cli) -> Result<()> {
             images::inspect(&store, &r, image.platform.as_deref())
         }
         Command::Rm { images } => images::remove(&open_store(&cli)?, images),
-        Command::Unpack { image, pull, dir } => {
+        Command::Unpack {
+            image,
+            dir,
+            digest,
+            platform,
+            pull,
+        } => {
             let store = open_store(&cli)?;
-            let img = pull_image(&cli, &store, image, pull)?;
+            let args = ImageArgs {
+                image: Some(image.clone()),
+                profile: None,
+                tag: None,
+                profile_dir: crate::profiles::PROFILE_DIR.into(),
+                digest: digest.clone(),
+                platform: platform.clone(),
+            };
+            let img = pull_image(&cli, &store, &args, pull)?;
             images::unpack_to(&store, &img, dir)
         }
         Command::Run(args) => run_image(&cli, args),
@@ -547,5 +567,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<crate::run::RunError>() {
         Some(crate::run::RunError::CommandNotFound { .. }) => 127,
         _ => 125,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -304,7 +304,7 @@ fn bring_up_loopback() {
         req.ifr_name[1] = b'o' as libc::c_char;
         req.ifr_ifru.ifru_flags =
             (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
-        if libc::ioctl(s, libc::SIOCSIFFLAGS, &req) != 0 {
+        if libc::ioctl(s, libc::SIOCSIFFLAGS as _, &req) != 0 {
             tracing::debug!("could not bring up lo in the new network namespace");
         }
         libc::close(s);
