@@ -502,3 +502,46 @@ fn missing_preset_paths_are_clear_errors() {
     let err = fails(s.sh(&["--host-systemd"], "true"));
     assert!(err.contains("/run/systemd/system"), "{err}");
 }
+
+#[test]
+fn rshared_volumes_propagate_mounts_back_to_the_host() {
+    let s = setup("run/shared", &Spec::default(), &[]);
+    let dir = s.env.path().join("kubelet");
+    std::fs::create_dir_all(&dir).unwrap();
+    // As on a systemd host, where / is shared: the source is a shared mount.
+    let sh = |c: &str| {
+        assert!(
+            std::process::Command::new("sh")
+                .args(["-c", c])
+                .status()
+                .unwrap()
+                .success(),
+            "{c}"
+        )
+    };
+    sh(&format!(
+        "mount --bind {0} {0} && mount --make-shared {0}",
+        dir.display()
+    ));
+    let vol = format!("{}:/var/lib/kubelet:rw,rshared", dir.display());
+    let out = ok(s.sh(&["--writable", "-v", &vol], "mkdir -p /var/lib/kubelet/pod && mount -t tmpfs tmpfs /var/lib/kubelet/pod && echo mounted"));
+    assert!(out.contains("mounted"));
+    let host_sees = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(&format!("{}/pod", dir.display())));
+    sh(&format!(
+        "umount {0}/pod 2>/dev/null; umount {0}",
+        dir.display()
+    ));
+    assert!(host_sees, "a mount made inside appears on the host");
+}
+
+#[test]
+fn rshared_needs_a_shared_mount_point() {
+    let s = setup("run/notshared", &Spec::default(), &[]);
+    let dir = s.env.path().join("plain");
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = fails(s.sh(&["-v", &format!("{}:/k:rw,rshared", dir.display())], "true"));
+    assert!(err.contains("mount --make-shared"), "{err}");
+}

@@ -28,6 +28,8 @@ pub trait Sys {
     /// stays valid until the plan is done.
     fn inside(&mut self, root: &Path, path: &str, kind: NodeKind) -> Result<PathBuf, RunError>;
     fn symlink_inside(&mut self, root: &Path, path: &str, target: &str) -> Result<(), RunError>;
+    /// Every mount point in this namespace, parents first.
+    fn mount_points(&mut self) -> Result<Vec<PathBuf>, Errno>;
 }
 
 fn op_err(op: &MountOp) -> impl FnOnce(Errno) -> RunError + '_ {
@@ -53,7 +55,7 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
         };
         let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         match op {
-            MountOp::MakeSlave => sys
+            MountOp::MakeSlave { keep_shared } if keep_shared.is_empty() => sys
                 .mount(
                     None,
                     Path::new("/"),
@@ -62,6 +64,14 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
                     None,
                 )
                 .map_err(op_err(op))?,
+            MountOp::MakeSlave { keep_shared } => {
+                for mp in sys.mount_points().map_err(op_err(op))? {
+                    if !keep_shared.contains(&mp) {
+                        sys.mount(None, &mp, None, MsFlags::MS_SLAVE, None)
+                            .map_err(op_err(op))?;
+                    }
+                }
+            }
             MountOp::HostDir(p) => sys.mkdir(p).map_err(op_err(op))?,
             MountOp::Tmpfs { target: t, options } => {
                 let t = target(sys, t, NodeKind::Dir)?;
@@ -226,6 +236,14 @@ impl Sys for Linux {
         Ok(p)
     }
 
+    fn mount_points(&mut self) -> Result<Vec<PathBuf>, Errno> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|_| Errno::EIO)?;
+        Ok(super::mountinfo::parse(&text)
+            .into_iter()
+            .map(|m| m.mount_point)
+            .collect())
+    }
+
     fn symlink_inside(&mut self, root: &Path, path: &str, target: &str) -> Result<(), RunError> {
         let r = Root::open(root)?;
         let p = inner(path)?;
@@ -296,6 +314,30 @@ mod tests {
             self.0.push(Call::Symlink(p.into(), t.into()));
             Ok(())
         }
+        fn mount_points(&mut self) -> Result<Vec<PathBuf>, Errno> {
+            Ok(vec!["/".into(), "/var/lib/kubelet".into(), "/proc".into()])
+        }
+    }
+
+    #[test]
+    fn rshared_sources_stay_peers_of_the_host() {
+        let ops = vec![
+            MountOp::MakeSlave {
+                keep_shared: vec!["/var/lib/kubelet".into()],
+            },
+            MountOp::PivotRoot("/r".into()),
+        ];
+        let mut rec = Recorder::default();
+        apply(&ops, &mut rec).unwrap();
+        let slaved: Vec<_> = rec
+            .0
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mount(None, t, None, f, None) if *f == MsFlags::MS_SLAVE => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(slaved, [PathBuf::from("/"), PathBuf::from("/proc")]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod apply;
 mod caps;
 mod exec;
+mod mountinfo;
 pub mod plan;
 mod presets;
 mod supervise;

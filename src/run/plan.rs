@@ -16,8 +16,12 @@ pub enum Target {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MountOp {
-    /// `/` becomes a recursive slave: host mounts still propagate in, none leak out.
-    MakeSlave,
+    /// Every mount becomes a slave: host mounts still propagate in, none leak out. The mounts
+    /// in `keep_shared` (sources of `rshared` volumes) stay peers of the host's, so mounts the
+    /// payload makes below them appear on the host, as kubelet needs.
+    MakeSlave {
+        keep_shared: Vec<PathBuf>,
+    },
     /// A directory on the host side, inside skiff's own scratch tmpfs.
     HostDir(PathBuf),
     Tmpfs {
@@ -66,7 +70,18 @@ impl fmt::Display for Target {
 impl fmt::Display for MountOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MountOp::MakeSlave => write!(f, "make / rslave"),
+            MountOp::MakeSlave { keep_shared } if keep_shared.is_empty() => {
+                write!(f, "make / rslave")
+            }
+            MountOp::MakeSlave { keep_shared } => write!(
+                f,
+                "make every mount slave except {}",
+                keep_shared
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             MountOp::HostDir(p) => write!(f, "mkdir {}", p.display()),
             MountOp::Tmpfs { target, options } => write!(f, "tmpfs {target} ({options})"),
             MountOp::Overlay {
@@ -141,8 +156,14 @@ pub fn plan(input: &Input) -> Vec<MountOp> {
     let root = input.scratch.join("root");
     let upper = input.scratch.join("upper");
     let work = input.scratch.join("work");
+    let keep_shared = input
+        .volumes
+        .iter()
+        .filter(|v| v.shared)
+        .map(|v| v.source.clone())
+        .collect();
     let mut ops = vec![
-        MountOp::MakeSlave,
+        MountOp::MakeSlave { keep_shared },
         MountOp::Tmpfs {
             target: Target::Host(input.scratch.clone()),
             options: "mode=0755".into(),
@@ -256,7 +277,9 @@ mod tests {
         let ops = plan(&input(false));
         assert_eq!(
             ops[0],
-            MountOp::MakeSlave,
+            MountOp::MakeSlave {
+                keep_shared: vec![]
+            },
             "nothing is mounted before propagation is cut"
         );
         let pos = |f: &dyn Fn(&MountOp) -> bool| ops.iter().position(f).unwrap();

@@ -123,14 +123,32 @@ impl VolumeSpec {
                 )))
             }
         };
+        if self.shared {
+            self.check_shared()?;
+        }
         Ok(Some(Volume {
-            source: self.source.clone(),
+            source: std::fs::canonicalize(&self.source).unwrap_or_else(|_| self.source.clone()),
             target: self.target.clone(),
             kind,
             readonly: self.readonly,
             recursive: self.recursive,
             shared: self.shared,
         }))
+    }
+
+    /// An `rshared` source must be a shared mount point of its own: then only it stays a peer
+    /// of the host's, and nothing else skiff mounts can propagate out.
+    fn check_shared(&self) -> Result<(), RunError> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| RunError::Volume(format!("reading /proc/self/mountinfo: {e}")))?;
+        let src = std::fs::canonicalize(&self.source).unwrap_or_else(|_| self.source.clone());
+        match super::mountinfo::parse(&text).into_iter().rev().find(|m| m.mount_point == src) {
+            Some(m) if m.shared => Ok(()),
+            _ => Err(RunError::Volume(format!(
+                "{0} is rshared, so it must be a shared mount point: mount --bind {0} {0} && mount --make-shared {0}",
+                src.display()
+            ))),
+        }
     }
 
     pub fn resolve(&self) -> Result<Volume, RunError> {
