@@ -188,16 +188,17 @@ def main():
                 ("skiff", f"{skiff} --root {d}/skiff pull {REG}/bench:v1", f"{skiff} --root {d}/skiff pull {REG}/bench:v2"),
                 ("podman", f"D={d}; {podman} pull -q --tls-verify=false {REG}/bench:v1", f"D={d}; {podman} pull -q --tls-verify=false {REG}/bench:v2"),
             ):
-                secs, sent = [], []
+                secs, sent, rss = [], [], []
                 for _ in range(a.rounds):
                     clean(d)(name)
                     sh(base + " >/dev/null 2>&1")
                     start = os.path.getsize(log)
-                    s, _ = timed(update + "; sync")
+                    s, peak = timed(update + "; sync")
                     time.sleep(0.2)
                     secs.append(s)
+                    rss.append(peak)
                     sent.append(registry_bytes(log, start))
-                out[name] = {"secs": secs, "rss": [0], "bytes": sent}
+                out[name] = {"secs": secs, "rss": rss, "bytes": sent}
             res = summarize("Scenario 2: update pull (4 of 5 layers shared)", out)
             for n in out:
                 res[n]["bytes"] = statistics.median(out[n]["bytes"])
@@ -220,7 +221,7 @@ def main():
                 "unshare+chroot floor": f"unshare -m chroot {d}/rootfs /bin/true",
                 "bwrap": f"bwrap --bind {d}/rootfs / --proc /proc --dev /dev /bin/true",
                 "crun run": f"unshare -m sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; crun run -b {d}/bundle bench-$$'",
-                "podman run": f"D={d}; {podman} run --rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none {REG}/bench:v1 /bin/true",
+                "podman run": f"D={d}; {podman} --runtime runc run --rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none {REG}/bench:v1 /bin/true",
             }
             res = alternate(tools, a.start_rounds)
             report["scenarios"]["3-warm-start"] = summarize("Scenario 3: warm start of /bin/true", res)

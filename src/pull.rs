@@ -305,6 +305,8 @@ pub fn pull(
     let key = index_key(r);
     let cached = store.index().get(&key)?;
     // Which digest the reference means, and whether the registry has to be asked at all.
+    // Whether the registry was asked what the reference means (then the index records when).
+    let mut confirmed = false;
     let image = match (r.digest(), req.policy) {
         (_, PullPolicy::Never) => {
             let digest = match (r.digest(), &cached) {
@@ -334,9 +336,12 @@ pub fn pull(
             resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?
         }
         (None, policy) => match resolve_tag(store, client, req) {
-            Ok(img) => img,
+            Ok(img) => {
+                confirmed = true;
+                img
+            }
             Err(e) if policy == PullPolicy::Missing && is_unreachable(&e) => {
-                let Some(c) = cached else {
+                let Some(c) = cached.clone() else {
                     return Err(PullError::Offline {
                         registry: r.registry().to_string(),
                         reference: name,
@@ -353,6 +358,13 @@ pub fn pull(
         },
     };
     fetch_layers(store, client, r, &image, req.max_parallel, progress)?;
+    let unchanged = cached
+        .as_ref()
+        .is_some_and(|c| c.digest == image.digest && c.manifest == image.manifest);
+    if unchanged && !confirmed {
+        // A warm start: nothing to record, and no fsync on the way to the payload.
+        return Ok(image);
+    }
     let entry = IndexEntry {
         digest: image.digest.clone(),
         manifest: image.manifest.clone(),

@@ -545,3 +545,23 @@ fn rshared_needs_a_shared_mount_point() {
     let err = fails(s.sh(&["-v", &format!("{}:/k:rw,rshared", dir.display())], "true"));
     assert!(err.contains("mount --make-shared"), "{err}");
 }
+
+#[test]
+fn a_relative_store_root_works() {
+    // Regression: run changes directory (for short overlay options) while using store paths.
+    let s = setup("run/relroot", &Spec::default(), &[]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .current_dir(s.env.path())
+        .args([
+            "--root",
+            "store",
+            "run",
+            "--pull=never",
+            "--exec",
+            "/bin/true",
+            &s.r,
+        ])
+        .output()
+        .unwrap();
+    ok(o);
+}

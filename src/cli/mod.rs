@@ -464,16 +464,13 @@ fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
             )
         }
     };
-    let scratch = store.staging_dir("run")?;
+    let scratch = store.run_scratch()?;
     let prepared = crate::run::prepare(rootfs, scratch.clone(), &img.config, &opts)?;
     if args.dry_run {
         for op in &prepared.ops {
             println!("{op}");
         }
         println!("exec {}", crate::run::describe_command(&img.config, &opts)?);
-        if let Err(e) = std::fs::remove_dir(&scratch) {
-            tracing::debug!(error = %e, "scratch directory left for the next run to clean");
-        }
         return Ok(());
     }
     // gc must not remove these layers while the payload (this PID, after exec) runs.

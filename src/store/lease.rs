@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use super::{io_err, write_atomic, StoreError};
+use super::{io_err, write_replace, StoreError};
 
 /// Field 22 of /proc/PID/stat: the start time in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
@@ -23,7 +23,7 @@ pub fn take(dir: &Path, layers: &[String]) -> Result<(), StoreError> {
     let pid = std::process::id();
     let start = start_time(pid).unwrap_or(0);
     let body = format!("{start}\n{}\n", layers.join("\n"));
-    write_atomic(dir, &pid.to_string(), body.as_bytes())
+    write_replace(dir, &pid.to_string(), body.as_bytes(), false)
 }
 
 /// Layers held by live leases; dead leases are removed on the way.

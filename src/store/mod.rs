@@ -77,6 +77,8 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store at `root`. Refuses a store that is not the caller's.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        // Absolute, because `run` changes directory while it still uses store paths.
+        let root = &std::path::absolute(root).map_err(io_err("resolve", root))?;
         let me = nix::unistd::geteuid().as_raw();
         if me != 0 {
             return Err(StoreError::NotRoot(root.to_path_buf()));
@@ -155,6 +157,14 @@ impl Store {
     /// Serialises the unpacking of one layer between processes.
     pub fn lock_layer(&self, key: &str) -> Result<Flock<File>, StoreError> {
         lock_file(&self.tmp_dir().join(format!("{key}.lock")))
+    }
+
+    /// The directory `run` mounts its private tmpfs on. One for every run: each mounts it in
+    /// its own mount namespace, so they never see each other's.
+    pub fn run_scratch(&self) -> Result<PathBuf, StoreError> {
+        let p = self.tmp_dir().join("run");
+        self.ensure_dir(&p)?;
+        Ok(p)
     }
 
     /// A fresh, empty staging directory for `name`, marked with this process's pid so a later
@@ -296,6 +306,17 @@ pub(crate) fn lock_file_with(path: &Path, how: FlockArg) -> Result<Flock<File>, 
 /// Writes `bytes` as `dir/name` so that a reader sees either the old or the new file, and the new
 /// one survives a power loss: temp file, fsync, rename, fsync of the directory.
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    write_replace(dir, name, bytes, true)
+}
+
+/// Like `write_atomic`; without `durable`, no fsync: for files whose meaning ends with the
+/// process that wrote them (leases), so a power loss makes them moot anyway.
+pub(crate) fn write_replace(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durable: bool,
+) -> Result<(), StoreError> {
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let dest = dir.join(name);
     let mut f = OpenOptions::new()
@@ -307,9 +328,14 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), S
         .open(&tmp)
         .map_err(io_err("create", &tmp))?;
     f.write_all(bytes).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    if durable {
+        f.sync_all().map_err(io_err("fsync", &tmp))?;
+    }
     fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))?;
-    sync_dir(dir)
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
