@@ -206,8 +206,14 @@ pub fn run(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
         return Err(RunError::NotRoot);
     }
     // Namespace membership is per thread and CLONE_NEWNS refuses a shared fs context: the
-    // pull's threads must all be gone by now.
-    let threads = thread_count();
+    // pull's threads must all be gone by now. They were joined, but a joined thread can still
+    // be leaving the kernel (and still share our fs context) for a moment: wait it out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let mut threads = thread_count();
+    while threads != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        threads = thread_count();
+    }
     if threads != 1 {
         return Err(RunError::Threads(threads));
     }

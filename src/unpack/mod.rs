@@ -203,6 +203,55 @@ fn io_err(layer: &Layer, what: &'static str, source: io::Error) -> UnpackError {
     }
 }
 
+/// Applies one uncompressed layer tar stream to `dir` (overlay form), as `pull` does, for
+/// tools and fuzzing. Returns the uncompressed digest.
+pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> {
+    let layer = Digest::of(b"");
+    let root = Root::open(dir)?;
+    let mut hashed = HashRead {
+        inner: stream,
+        hasher: Sha256::new(),
+    };
+    let io = |what, source| UnpackError::Io {
+        layer: layer.clone(),
+        what,
+        source,
+    };
+    apply_entries(&root, &mut hashed, &layer).and_then(|()| {
+        io::copy(&mut hashed, &mut io::sink())
+            .map_err(|e| io("reading the end of the stream", e))?;
+        Ok(Digest::from_sha256_bytes(&hashed.hasher.finalize().into()))
+    })
+}
+
+/// Every entry of one tar stream, then the directories' metadata.
+fn apply_entries<R: Read>(root: &Root, stream: R, layer: &Digest) -> Result<(), UnpackError> {
+    let mut applier = entry::Applier::new(root);
+    let mut archive = tar::Archive::new(stream);
+    let read_err = |e| UnpackError::Io {
+        layer: layer.clone(),
+        what: "reading the tar stream (truncated or corrupt?)",
+        source: e,
+    };
+    for e in archive.entries().map_err(read_err)? {
+        let mut e = e.map_err(read_err)?;
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        applier.apply(&mut e).map_err(|source| UnpackError::Entry {
+            layer: layer.clone(),
+            entry: name,
+            source,
+        })?;
+    }
+    applier
+        .finish()
+        .map_err(|(entry, source)| UnpackError::Entry {
+            layer: layer.clone(),
+            entry,
+            source,
+        })?;
+    Ok(())
+}
+
 /// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
 fn extract(store: &Store, layer: &Layer, dir: &Path) -> Result<(), UnpackError> {
     let blob = store.open_blob(&layer.blob.digest)?;
@@ -213,33 +262,10 @@ fn extract(store: &Store, layer: &Layer, dir: &Path) -> Result<(), UnpackError> 
         hasher: Sha256::new(),
     };
     let root = Root::open(dir)?;
-    let mut applier = entry::Applier::new(&root);
-    {
-        let mut archive = tar::Archive::new(&mut hashed);
-        let entries = archive
-            .entries()
-            .map_err(|e| io_err(layer, "reading the tar stream", e))?;
-        for e in entries {
-            let mut e =
-                e.map_err(|e| io_err(layer, "reading the tar stream (truncated or corrupt?)", e))?;
-            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            applier.apply(&mut e).map_err(|source| UnpackError::Entry {
-                layer: layer.blob.digest.clone(),
-                entry: name,
-                source,
-            })?;
-        }
-    }
+    apply_entries(&root, &mut hashed, &layer.blob.digest)?;
     // The diff_id covers the whole stream, including the end-of-archive blocks and padding.
     io::copy(&mut hashed, &mut io::sink())
         .map_err(|e| io_err(layer, "reading the end of the stream", e))?;
-    applier
-        .finish()
-        .map_err(|(entry, source)| UnpackError::Entry {
-            layer: layer.blob.digest.clone(),
-            entry,
-            source,
-        })?;
     let actual = Digest::from_sha256_bytes(&hashed.hasher.finalize().into());
     match &layer.diff_id {
         Some(expected) if *expected != actual => Err(UnpackError::DiffId {

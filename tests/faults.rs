@@ -1,0 +1,263 @@
+//! Faults: skiff killed at random points, a registry that dies and comes back, a store that
+//! fills up, many units starting at once. Nothing half-written may ever look complete.
+
+mod common;
+use common::proxy::{Fault, Proxy};
+use common::*;
+use std::time::Duration;
+
+/// A small deterministic generator: the seed is printed, so a failing loop can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+fn big_image() -> (Image, Vec<Vec<u8>>) {
+    let layers = vec![
+        tar(&[
+            file("a/one", &noise(1_500_000, 11), 0o644),
+            Entry::Dir("etc", 0o755),
+            file("etc/x", b"x", 0o600),
+        ]),
+        tar(&[
+            file("b/two", &noise(1_200_000, 12), 0o644),
+            Entry::Symlink("b/link", "two"),
+        ]),
+        tar(&[
+            file("c/three", &noise(900_000, 13), 0o755),
+            file("a/.wh.one", b"", 0o644),
+        ]),
+    ];
+    (build(&layers, &Spec::default()), layers)
+}
+
+fn assert_store_matches(env: &Env, img: &Image) {
+    for b in img.blobs.iter().chain([&img.config, &img.manifest]) {
+        let p = env.root.join("blobs/sha256").join(&sha(b)[7..]);
+        assert_eq!(std::fs::read(&p).unwrap_or_default(), *b, "{}", p.display());
+    }
+    assert!(ok(env.skiff(&["verify"])).contains("blobs verified"));
+}
+
+#[test]
+fn killed_at_random_points_the_next_pull_completes_and_resumes() {
+    let env = Env::new();
+    let reg = env.registry();
+    let (img, _) = big_image();
+    push(&reg.url(), "kill/me", "v1", &img);
+    // Slow enough that kills land mid-blob, mid-unpack and between layers.
+    let proxy = Proxy::start(
+        reg.port,
+        Fault::Trickle(64 * 1024, Duration::from_millis(15)),
+    );
+    let r = format!("{}/kill/me:v1", proxy.host());
+    let seed = std::env::var("SKIFF_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    eprintln!("seed {seed}");
+    let mut rng = Lcg(seed);
+    for round in 0..12 {
+        let mut child = env
+            .skiff_cmd(&["pull", "--max-parallel=1", &r])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50 + rng.next(700)));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        // Whatever a killed skiff left, nothing unverified is in blobs/ and no layer tree is
+        // half-built under layers/.
+        for p in files_under(&env.root.join("blobs/sha256")) {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            let bytes = std::fs::read(&p).unwrap();
+            assert_eq!(
+                sha(&bytes)[7..],
+                name,
+                "round {round}: unverified blob {name} is visible"
+            );
+        }
+    }
+    let ranged = proxy
+        .requests()
+        .iter()
+        .filter(|s| s.range.is_some())
+        .count();
+    proxy.set(Fault::None);
+    ok(env.skiff(&["pull", &r]));
+    assert!(
+        ranged > 0,
+        "killed downloads were resumed with Range requests, not started over"
+    );
+    assert_store_matches(&env, &img);
+    let flat = env.path().join("flat");
+    ok(env.skiff(&["unpack", "--pull=never", &r, flat.to_str().unwrap()]));
+    assert!(
+        !flat.join("a/one").exists()
+            && flat.join("b/two").exists()
+            && flat.join("c/three").exists()
+    );
+    assert_eq!(
+        std::fs::read(flat.join("b/two")).unwrap(),
+        noise(1_200_000, 12)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(env.root.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.ends_with(".lock") && n != "run")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging of killed runs is cleaned: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_registry_killed_mid_download_and_restarted() {
+    let env = Env::new();
+    let mut reg = env.registry();
+    let (img, _) = big_image();
+    push(&reg.url(), "restart/me", "v1", &img);
+    let proxy = Proxy::start(
+        reg.port,
+        Fault::Trickle(32 * 1024, Duration::from_millis(20)),
+    );
+    let r = format!("{}/restart/me:v1", proxy.host());
+    let child = env
+        .skiff_cmd(&["pull", "--retries=6", &r])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    reg.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    reg.restart();
+    proxy.set(Fault::None);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(ok(o).trim(), img.digest());
+    assert_store_matches(&env, &img);
+}
+
+#[test]
+fn a_wrong_content_length_is_caught() {
+    let env = Env::new();
+    let reg = env.registry();
+    let (img, _) = big_image();
+    push(&reg.url(), "cl/img", "v1", &img);
+    // A body cut short of its Content-Length, every time: bounded retries, then a clear error.
+    let proxy = Proxy::start(reg.port, Fault::CutBlobAfter(1000));
+    let r = format!("{}/cl/img:v1", proxy.host());
+    let err = fails(env.skiff(&["pull", "--retries=1", &r]));
+    assert!(err.contains("blobs/sha256:"), "{err}");
+    assert!(files_under(&env.root.join("blobs")).iter().all(|p| {
+        let b = std::fs::read(p).unwrap();
+        sha(&b)[7..] == *p.file_name().unwrap().to_string_lossy()
+    }));
+}
+
+#[test]
+fn a_full_store_fails_cleanly_and_recovers() {
+    let env = Env::new();
+    let reg = env.registry();
+    let (img, _) = big_image();
+    push(&reg.url(), "full/img", "v1", &img);
+    std::fs::create_dir_all(&env.root).unwrap();
+    let mount = |size: &str| {
+        let s = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&env.root)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    };
+    mount("2m");
+    let r = format!("{}/full/img:v1", reg.host());
+    let err = fails(env.skiff(&["pull", &r]));
+    assert!(
+        err.contains("No space left on device") && err.contains(env.root.to_str().unwrap()),
+        "{err}"
+    );
+    // Nothing half-written is visible: every blob present verifies, no layer tree exists.
+    for p in files_under(&env.root.join("blobs/sha256")) {
+        let b = std::fs::read(&p).unwrap();
+        assert_eq!(sha(&b)[7..], *p.file_name().unwrap().to_string_lossy());
+    }
+    assert_eq!(
+        std::fs::read_dir(env.root.join("layers")).unwrap().count(),
+        0
+    );
+    // Space is freed (a bigger filesystem in its place): the next run succeeds.
+    let s = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&env.root)
+        .status()
+        .unwrap();
+    assert!(s.success());
+    ok(env.skiff(&["pull", &r]));
+    assert_store_matches(&env, &img);
+    let _ = nix::mount::umount2(&env.root, nix::mount::MntFlags::MNT_DETACH);
+}
+
+#[test]
+fn eight_units_start_the_same_uncached_image_at_once() {
+    let env = Env::new();
+    let reg = env.registry();
+    let img = busybox_image(
+        &Spec::default(),
+        &[file("data/big", &noise(2_000_000, 21), 0o644)],
+    );
+    push(&reg.url(), "many/img", "v1", &img);
+    let proxy = Proxy::start(reg.port, Fault::None);
+    let r = format!("{}/many/img:v1", proxy.host());
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            env.skiff_cmd(&[
+                "run",
+                "--exec",
+                "/bin/sh",
+                &r,
+                "--",
+                "-c",
+                &format!("echo started-{i}; sha256sum /data/big"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let expected = sha(&noise(2_000_000, 21))[7..].to_string();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = ok(c.wait_with_output().unwrap());
+        assert!(
+            out.contains(&format!("started-{i}")) && out.contains(&expected),
+            "no corruption: {out}"
+        );
+    }
+    for b in &img.blobs {
+        assert_eq!(
+            proxy.blob_downloads(&sha(b)).len(),
+            1,
+            "each blob is downloaded once"
+        );
+    }
+    assert_store_matches(&env, &img);
+}
