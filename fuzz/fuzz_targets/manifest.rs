@@ -4,7 +4,12 @@ use libfuzzer_sys::fuzz_target;
 use skiff::manifest;
 
 fuzz_target!(|data: &[u8]| {
-    let declared = [None, Some(manifest::DOCKER_V1_SIGNED), Some(manifest::OCI_INDEX), Some(manifest::DOCKER_V2)];
+    let declared = [
+        None,
+        Some(manifest::DOCKER_V1_SIGNED),
+        Some(manifest::OCI_INDEX),
+        Some(manifest::DOCKER_V2),
+    ];
     for d in declared {
         if let Ok(p) = manifest::parse_document(data, d) {
             // The digest always covers the bytes the fields came from.

@@ -4,7 +4,9 @@ use libfuzzer_sys::fuzz_target;
 use skiff::reference::{Digest, Reference};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(r) = s.parse::<Reference>() {
         let again: Reference = r.to_string().parse().expect("a printed reference parses");
         assert_eq!(again, r);
