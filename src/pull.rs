@@ -139,7 +139,7 @@ impl Source<'_> {
                     let f = repo.manifest(&digest.to_string())?;
                     (f.body, f.content_type)
                 }
-                Source::Offline(s) => return Err(not_in_store(reference, s)),
+                Source::Offline(s) => return Err(missing(reference, s, digest)),
             }
         };
         let parsed = parse(reference, &body, declared.or(ct.as_deref()))?;
@@ -163,7 +163,7 @@ impl Source<'_> {
                     // put_blob verifies digest and size before the config becomes visible.
                     store.put_blob(&d.digest, &bytes)?;
                 }
-                Source::Offline(s) => return Err(not_in_store(reference, s)),
+                Source::Offline(s) => return Err(missing(reference, s, &d.digest)),
             }
         }
         let bytes = store.read_blob(&d.digest, manifest::MAX_DOCUMENT_BYTES)?;
@@ -183,6 +183,15 @@ fn parse(
         what: format!("manifest of {reference}"),
         source: Box::new(source),
     })
+}
+
+/// Why a blob the store should have is not usable: something planted in its place (said as
+/// such), or simply absent.
+fn missing(reference: &str, store: &Store, d: &Digest) -> PullError {
+    match store.open_blob(d) {
+        Err(e @ StoreError::Unexpected { .. }) => e.into(),
+        _ => not_in_store(reference, store),
+    }
 }
 
 fn not_in_store(reference: &str, store: &Store) -> PullError {

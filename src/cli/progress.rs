@@ -18,7 +18,6 @@ struct State {
     layers: HashMap<Digest, (u64, Option<u64>)>,
     started: Instant,
     last: Instant,
-    drawn: bool,
 }
 
 const TTY_EVERY: Duration = Duration::from_millis(100);
@@ -36,7 +35,6 @@ impl Reporter {
                 layers: HashMap::new(),
                 started: Instant::now(),
                 last: Instant::now(),
-                drawn: false,
             }),
         }
     }
@@ -59,11 +57,11 @@ impl Reporter {
         )
     }
 
-    /// Ends the redrawn line so later output starts on its own line.
+    /// Ends the redrawn line (or, for a pull too quick to redraw, prints the one summary).
     pub fn done(&self) {
         let st = self.lock();
-        if self.tty && st.drawn {
-            eprintln!("\r{}", Self::summary(&st));
+        if self.tty && !st.layers.is_empty() {
+            eprintln!("\r\x1b[2K{}", Self::summary(&st));
         }
     }
 }
@@ -99,7 +97,6 @@ impl Progress for Reporter {
         st.last = Instant::now();
         let line = Self::summary(&st);
         if self.tty {
-            st.drawn = true;
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K{line}");
             let _ = err.flush();

@@ -184,11 +184,15 @@ impl Store {
 
     /// Moves a finished staging tree into place; the rename is what makes it visible.
     pub fn commit_staged(&self, staging: &Path, dest: &Path) -> Result<(), StoreError> {
+        // Something that is not a finished tree (a planted symlink) is replaced, never followed.
+        if fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(dest).map_err(io_err("remove", dest))?;
+        }
         match fs::rename(staging, dest) {
             Ok(()) => {}
             // Another process finished the same tree first: theirs is as good as ours.
             Err(e)
-                if dest.is_dir()
+                if self.has_tree(dest)
                     && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) =>
             {
                 let _ = crate::fs::root::remove_dir_all(staging);
@@ -226,6 +230,12 @@ impl Store {
     /// Where a flattened rootfs (for `--storage=flat`) lives, by manifest digest hex.
     pub fn flat_path(&self, key: &str) -> PathBuf {
         self.root.join("rootfs").join(key)
+    }
+
+    /// Whether a finished tree (a layer or flat rootfs) is in place: a real directory, never a
+    /// symlink someone planted in the store.
+    pub fn has_tree(&self, path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
     }
 
     /// Keys of the flattened rootfs trees.

@@ -91,7 +91,7 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     let mut todo: Vec<&Layer> = Vec::new();
     for l in &image.layers {
         let key = layer_key(l);
-        if !store.layer_path(&key).is_dir() && !todo.iter().any(|t| layer_key(t) == key) {
+        if !store.has_tree(&store.layer_path(&key)) && !todo.iter().any(|t| layer_key(t) == key) {
             todo.push(l);
         }
     }
@@ -108,7 +108,7 @@ fn unpack_layer(store: &Store, layer: &Layer) -> Result<(), UnpackError> {
     let key = layer_key(layer);
     let dest = store.layer_path(&key);
     let _lock = store.lock_layer(&key)?;
-    if dest.is_dir() {
+    if store.has_tree(&dest) {
         return Ok(());
     }
     let staging = store.staging_dir(&format!("layer-{key}"))?;
@@ -170,7 +170,7 @@ pub fn ensure_flat(store: &Store, image: &Image) -> Result<PathBuf, UnpackError>
     let key = image.manifest.hex().to_string();
     let dest = store.flat_path(&key);
     let _lock = store.lock_layer(&format!("flat-{key}"))?;
-    if dest.is_dir() {
+    if store.has_tree(&dest) {
         return Ok(dest);
     }
     let staging = store.staging_dir(&format!("flat-{key}"))?;
