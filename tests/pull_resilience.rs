@@ -198,23 +198,15 @@ fn schema1_signed_manifest_from_skopeo() {
     let (reg, img) = setup(&env);
     let src = format!("docker://{}/faulty/app:v1", reg.host());
     let dst = format!("docker://{}/faulty/app:s1", reg.host());
-    let o = std::process::Command::new("skopeo")
-        .args([
-            "copy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            "--format",
-            "v2s1",
-            &src,
-            &dst,
-        ])
-        .output()
-        .expect("skopeo is installed");
-    assert!(
-        o.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    run_ok(std::process::Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s1",
+        &src,
+        &dst,
+    ]));
     // What the registry says the digest is: the canonical payload's.
     let resp = http()
         .get(format!("{}/v2/faulty/app/manifests/s1", reg.url()))

@@ -32,20 +32,15 @@ fn base_tree() -> PathBuf {
                 .find_map(|l| l.strip_prefix("URIs: ").map(|u| u.trim().to_string()))
         })
         .unwrap_or_else(|| "http://deb.debian.org/debian".into());
-    let o = Command::new("debootstrap")
-        .args([
-            "--variant=minbase",
-            "--include=systemd,systemd-sysv,dbus,iproute2",
-            "bookworm",
-        ])
-        .arg(&stage)
-        .arg(&mirror)
-        .output()
-        .expect("debootstrap (scripts/deps installs it)");
-    assert!(
-        o.status.success(),
-        "debootstrap: {}",
-        String::from_utf8_lossy(&o.stderr)
+    run_ok(
+        Command::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                "--include=systemd,systemd-sysv,dbus,iproute2",
+                "bookworm",
+            ])
+            .arg(&stage)
+            .arg(&mirror),
     );
     std::fs::rename(&stage, &cache).unwrap();
     cache

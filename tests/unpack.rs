@@ -98,27 +98,19 @@ fn unpacked_tree_matches_umoci_entry_by_entry() {
     ok(env.skiff(&["unpack", &r, ours.to_str().unwrap()]));
 
     let layout = env.path().join("layout");
-    let o = std::process::Command::new("skopeo")
-        .args([
-            "copy",
-            "--src-tls-verify=false",
-            &format!("docker://{r}"),
-            &format!("oci:{}:v1", layout.display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(std::process::Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{r}"),
+        &format!("oci:{}:v1", layout.display()),
+    ]));
     let bundle = env.path().join("bundle");
-    let o = std::process::Command::new("umoci")
-        .args([
-            "unpack",
-            "--image",
-            &format!("{}:v1", layout.display()),
-            bundle.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(std::process::Command::new("umoci").args([
+        "unpack",
+        "--image",
+        &format!("{}:v1", layout.display()),
+        bundle.to_str().unwrap(),
+    ]));
     let mut theirs = tree::describe(&bundle.join("rootfs"));
     let mine = tree::describe(&ours);
     // umoci creates device nodes as root; skiff does not, on purpose.

@@ -10,12 +10,20 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 
 fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::run_ok(cmd);
+}
+
+/// A self-signed certificate and its key.
+fn self_signed(key: &Path, cert: &Path, cn: &str) {
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert));
 }
 
 pub struct Pki {
@@ -28,22 +36,7 @@ pub struct Pki {
 pub fn make_pki(dir: &Path) -> Pki {
     std::fs::create_dir_all(dir).unwrap();
     let p = |n: &str| dir.join(n);
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=skiff test CA",
-        ])
-        .arg("-keyout")
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.crt")));
+    self_signed(&p("ca.key"), &p("ca.crt"), "skiff test CA");
     run(Command::new("openssl")
         .args([
             "req",
@@ -116,22 +109,7 @@ pub fn start_issuer(dir: &Path, require_creds: Option<(String, String)>) -> Issu
     std::fs::create_dir_all(dir).unwrap();
     let key = dir.join("token.key");
     let cert = dir.join("token.crt");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=token issuer",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
+    self_signed(&key, &cert, "token issuer");
     let der = Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])
         .arg(&cert)
