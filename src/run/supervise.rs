@@ -70,7 +70,10 @@ fn supervise(child: Pid, set: &SigSet) -> i32 {
             Err(_) => continue,
         };
         if sig != Signal::SIGCHLD {
-            let _ = kill(child, sig);
+            // The child may already be gone; its exit arrives as SIGCHLD next.
+            if let Err(e) = kill(child, sig) {
+                tracing::debug!(%sig, error = %e, "could not forward a signal");
+            }
             continue;
         }
         // Reap everything that exited: as PID 1, orphans are ours too.

@@ -44,8 +44,8 @@ pub fn live_layers(dir: &Path) -> Result<Vec<String>, StoreError> {
         let recorded: Option<u64> = lines.next().and_then(|l| l.parse().ok());
         if start_time(pid).is_some() && start_time(pid) == recorded {
             out.extend(lines.map(str::to_string));
-        } else {
-            let _ = fs::remove_file(e.path());
+        } else if let Err(err) = fs::remove_file(e.path()) {
+            tracing::debug!(lease = %e.path().display(), error = %err, "could not remove a dead lease");
         }
     }
     Ok(out)

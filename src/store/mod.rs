@@ -191,11 +191,13 @@ impl Store {
         match fs::rename(staging, dest) {
             Ok(()) => {}
             // Another process finished the same tree first: theirs is as good as ours.
-            Err(e)
+            Err(err)
                 if self.has_tree(dest)
-                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) =>
+                    && matches!(err.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) =>
             {
-                let _ = crate::fs::root::remove_dir_all(staging);
+                if let Err(e) = crate::fs::root::remove_dir_all(staging) {
+                    tracing::warn!(path = %staging.display(), error = %e, "could not remove a redundant tree; the next run will");
+                }
             }
             Err(e) => return Err(io_err("rename into place", dest)(e)),
         }

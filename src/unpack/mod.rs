@@ -190,7 +190,9 @@ pub fn ensure_flat(store: &Store, image: &Image) -> Result<PathBuf, UnpackError>
             .map_err(UnpackError::from)
     });
     if result.is_err() {
-        let _ = crate::fs::root::remove_dir_all(&staging);
+        if let Err(e) = crate::fs::root::remove_dir_all(&staging) {
+            tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed flat tree; the next run will");
+        }
     }
     result.map(|()| dest)
 }
