@@ -441,3 +441,52 @@ fn leftovers_of_a_killed_unpack_are_cleaned_and_verify_finds_damage() {
     ok(env.skiff(&["pull", &r]));
     assert!(ok(env.skiff(&["verify"])).contains("blobs verified"));
 }
+
+#[test]
+fn hardlinks_into_lower_layers_are_resolved() {
+    let env = Env::new();
+    let reg = env.registry();
+    let l1 = tar(&[
+        Entry::Dir("bin", 0o755),
+        Entry::Rich {
+            path: "bin/tool",
+            data: b"the tool".to_vec(),
+            mode: 0o4750,
+            uid: 7,
+            gid: 8,
+            mtime: 1_500_000_000,
+            xattrs: vec![],
+        },
+        file("bin/gone", b"whited out", 0o644),
+    ]);
+    let l2 = tar(&[
+        Entry::Hardlink("usr-tool", "bin/tool"),
+        file("bin/.wh.gone", b"", 0o644),
+    ]);
+    let img = build(&[l1, l2], &Spec::default());
+    push(&reg.url(), "links/ok", "v1", &img);
+    let dir = env.path().join("flat");
+    ok(env.skiff(&[
+        "unpack",
+        &format!("{}/links/ok:v1", reg.host()),
+        dir.to_str().unwrap(),
+    ]));
+    assert_eq!(std::fs::read(dir.join("usr-tool")).unwrap(), b"the tool");
+    let m = std::fs::metadata(dir.join("usr-tool")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4750, 7, 8));
+
+    // A link to a file an upper layer whited out has no target.
+    let l3 = tar(&[Entry::Hardlink("again", "bin/gone")]);
+    let l1 = tar(&[
+        Entry::Dir("bin", 0o755),
+        file("bin/gone", b"whited out", 0o644),
+    ]);
+    let l2 = tar(&[file("bin/.wh.gone", b"", 0o644)]);
+    let img = build(&[l1, l2, l3], &Spec::default());
+    push(&reg.url(), "links/bad", "v1", &img);
+    let err = fails(env.skiff(&["pull", &format!("{}/links/bad:v1", reg.host())]));
+    assert!(
+        err.contains("not in this layer") && err.contains("again"),
+        "{err}"
+    );
+}

@@ -306,6 +306,19 @@ impl At<'_> {
         }
     }
 
+    /// Whether a regular file is at the name (not following it).
+    pub fn is_file(&self) -> Result<bool, RootError> {
+        match fstatat(
+            self.dir.as_fd(),
+            self.name.as_c_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => Ok(st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(self.err("stat")(e)),
+        }
+    }
+
     /// Removes whatever is at the name (a directory with all it holds), if anything.
     pub fn remove(&self) -> Result<(), RootError> {
         match self.kind()? {

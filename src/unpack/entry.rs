@@ -8,7 +8,7 @@ use nix::sys::stat::SFlag;
 use tar::EntryType;
 
 use super::meta::{allowed_xattr, Meta};
-use crate::fs::root::{InnerPath, Root, RootError};
+use crate::fs::root::{InnerPath, Kind, Root, RootError};
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -20,6 +20,9 @@ pub enum EntryError {
     Path(#[from] RootError),
     #[error("{0}")]
     Hostile(String),
+    /// A hardlink to a file of a lower layer: resolvable only once those are unpacked.
+    #[error("hardlink target {0:?} is not in this layer")]
+    LowerLink(String),
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -43,6 +46,8 @@ fn errno(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> EntryError {
 /// read-only directory mode does not stop its own contents from being written.
 pub struct Applier<'r> {
     root: &'r Root,
+    /// The image's lower layer trees, top first, for hardlinks into them.
+    lower: &'r [Root],
     dirs: Vec<(Option<InnerPath>, Meta)>,
     pub skipped_devices: Vec<String>,
 }
@@ -86,9 +91,10 @@ fn meta_of<R: Read>(e: &mut tar::Entry<R>) -> Result<Meta, EntryError> {
 }
 
 impl<'r> Applier<'r> {
-    pub fn new(root: &'r Root) -> Self {
+    pub fn new(root: &'r Root, lower: &'r [Root]) -> Self {
         Applier {
             root,
+            lower,
             dirs: Vec::new(),
             skipped_devices: Vec::new(),
         }
@@ -135,19 +141,19 @@ impl<'r> Applier<'r> {
                     .ok_or_else(|| EntryError::Hostile("hardlink without a target".into()))?;
                 let target = InnerPath::parse(&target)?
                     .ok_or_else(|| EntryError::Hostile("hardlink to the root directory".into()))?;
-                let t = match self.root.parent(&target, false) {
-                    Err(RootError::Sys {
+                let found = match self.root.parent(&target, false) {
+                    Ok(t) if t.kind()? != Kind::Missing => Some(t),
+                    Ok(_)
+                    | Err(RootError::Sys {
                         source: nix::errno::Errno::ENOENT,
                         ..
-                    }) => {
-                        return Err(EntryError::Hostile(format!(
-                            "hardlink target {:?} is not in this layer",
-                            target.display()
-                        )))
-                    }
-                    other => other?,
+                    }) => None,
+                    Err(e) => return Err(e.into()),
                 };
-                at.hardlink(&t)?;
+                match found {
+                    Some(t) => at.hardlink(&t)?,
+                    None => self.copy_from_lower(&target, &at)?,
+                }
             }
             EntryType::Fifo => {
                 at.mknod(SFlag::S_IFIFO, meta.mode, 0)?;
@@ -170,6 +176,55 @@ impl<'r> Applier<'r> {
             }
         }
         Ok(())
+    }
+
+    /// A hardlink into a lower layer becomes a copy in this one (layers are separate trees;
+    /// the overlay shows the same content). The topmost lower layer with the path decides; a
+    /// whiteout there means the target does not exist.
+    fn copy_from_lower(
+        &self,
+        target: &InnerPath,
+        at: &crate::fs::root::At,
+    ) -> Result<(), EntryError> {
+        let not_found = || EntryError::LowerLink(target.display());
+        if self.lower.is_empty() {
+            return Err(not_found());
+        }
+        for lower in self.lower {
+            let t = match lower.parent(target, false) {
+                Ok(t) => t,
+                Err(RootError::Sys {
+                    source: nix::errno::Errno::ENOENT,
+                    ..
+                }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match t.kind()? {
+                Kind::Missing => continue,
+                Kind::Dir => return Err(EntryError::Hostile("a hardlink to a directory".into())),
+                Kind::Other => {}
+            }
+            if !t.is_file()? {
+                // A whiteout (or any non-file) hides or cannot be the target.
+                return Err(not_found());
+            }
+            let mut src = t.open(OFlag::O_RDONLY)?;
+            let st = nix::sys::stat::fstat(&src).map_err(errno("reading the hardlink target"))?;
+            let mut out = at.create_file()?;
+            io::copy(&mut src, &mut out)
+                .map_err(io("copying a hardlinked file from a lower layer"))?;
+            let meta = Meta {
+                uid: st.st_uid,
+                gid: st.st_gid,
+                mode: st.st_mode & 0o7777,
+                mtime: st.st_mtime,
+                xattrs: vec![],
+            };
+            return meta
+                .apply(&out)
+                .map_err(errno("setting owner, mode or times"));
+        }
+        Err(not_found())
     }
 
     fn whiteout(

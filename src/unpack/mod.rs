@@ -95,16 +95,41 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
             todo.push(l);
         }
     }
-    crate::parallel::for_each(&todo, crate::parallel::cores(), |l| unpack_layer(store, l))?;
-    Ok(image
+    // Layers are independent until mounted, except for a hardlink into a lower layer (rare):
+    // such a layer is unpacked again after the others, with them to copy from.
+    let deferred = std::sync::Mutex::new(Vec::new());
+    crate::parallel::for_each(&todo, crate::parallel::cores(), |l| {
+        match unpack_layer(store, l, &[]) {
+            Err(UnpackError::Entry {
+                source: EntryError::LowerLink(_),
+                ..
+            }) => {
+                deferred
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(layer_key(l));
+                Ok(())
+            }
+            other => other,
+        }
+    })?;
+    let deferred = deferred.into_inner().unwrap_or_else(|p| p.into_inner());
+    let trees: Vec<PathBuf> = image
         .layers
         .iter()
         .map(|l| store.layer_path(&layer_key(l)))
-        .collect())
+        .collect();
+    for (i, l) in image.layers.iter().enumerate() {
+        if deferred.contains(&layer_key(l)) {
+            let lower: Vec<PathBuf> = trees[..i].iter().rev().cloned().collect();
+            unpack_layer(store, l, &lower)?;
+        }
+    }
+    Ok(trees)
 }
 
 /// Unpacks one layer into `layers/<key>`, atomically; a no-op when another process did it.
-fn unpack_layer(store: &Store, layer: &Layer) -> Result<(), UnpackError> {
+fn unpack_layer(store: &Store, layer: &Layer, lower: &[PathBuf]) -> Result<(), UnpackError> {
     let key = layer_key(layer);
     let dest = store.layer_path(&key);
     let _lock = store.lock_layer(&key)?;
@@ -112,7 +137,7 @@ fn unpack_layer(store: &Store, layer: &Layer) -> Result<(), UnpackError> {
         return Ok(());
     }
     let staging = store.staging_dir(&format!("layer-{key}"))?;
-    let result = extract(store, layer, &staging).and_then(|()| {
+    let result = extract(store, layer, lower, &staging).and_then(|()| {
         // One syncfs per layer: cheaper than fsync per file, and the rename below must not
         // reach the disk before the tree does.
         let f = File::open(&staging).map_err(|e| io_err(layer, "opening the staged layer", e))?;
@@ -219,7 +244,7 @@ pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> 
         what,
         source,
     };
-    apply_entries(&root, &mut hashed, &layer).and_then(|()| {
+    apply_entries(&root, &[], &mut hashed, &layer).and_then(|()| {
         io::copy(&mut hashed, &mut io::sink())
             .map_err(|e| io("reading the end of the stream", e))?;
         Ok(Digest::from_sha256_bytes(&hashed.hasher.finalize().into()))
@@ -227,8 +252,13 @@ pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> 
 }
 
 /// Every entry of one tar stream, then the directories' metadata.
-fn apply_entries<R: Read>(root: &Root, stream: R, layer: &Digest) -> Result<(), UnpackError> {
-    let mut applier = entry::Applier::new(root);
+fn apply_entries<R: Read>(
+    root: &Root,
+    lower: &[Root],
+    stream: R,
+    layer: &Digest,
+) -> Result<(), UnpackError> {
+    let mut applier = entry::Applier::new(root, lower);
     let mut archive = tar::Archive::new(stream);
     let read_err = |e| UnpackError::Io {
         layer: layer.clone(),
@@ -255,7 +285,7 @@ fn apply_entries<R: Read>(root: &Root, stream: R, layer: &Digest) -> Result<(), 
 }
 
 /// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
-fn extract(store: &Store, layer: &Layer, dir: &Path) -> Result<(), UnpackError> {
+fn extract(store: &Store, layer: &Layer, lower: &[PathBuf], dir: &Path) -> Result<(), UnpackError> {
     let blob = store.open_blob(&layer.blob.digest)?;
     let stream =
         decompressor(layer, blob).map_err(|e| io_err(layer, "starting decompression", e))?;
@@ -264,7 +294,11 @@ fn extract(store: &Store, layer: &Layer, dir: &Path) -> Result<(), UnpackError> 
         hasher: Sha256::new(),
     };
     let root = Root::open(dir)?;
-    apply_entries(&root, &mut hashed, &layer.blob.digest)?;
+    let lower = lower
+        .iter()
+        .map(|p| Root::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    apply_entries(&root, &lower, &mut hashed, &layer.blob.digest)?;
     // The diff_id covers the whole stream, including the end-of-archive blocks and padding.
     io::copy(&mut hashed, &mut io::sink())
         .map_err(|e| io_err(layer, "reading the end of the stream", e))?;
