@@ -123,5 +123,7 @@ fn units_follow_the_rules() {
         "fleetd never sends READY=1"
     );
     let socket = unit_text("fleet.socket");
-    assert!(socket.contains("SocketMode=0660") && socket.contains("ListenStream=/var/run/fleet.sock"));
+    assert!(
+        socket.contains("SocketMode=0660") && socket.contains("ListenStream=/var/run/fleet.sock")
+    );
 }
