@@ -261,3 +261,41 @@ fn eight_units_start_the_same_uncached_image_at_once() {
     }
     assert_store_matches(&env, &img);
 }
+
+#[test]
+fn a_stalled_download_is_cut_kept_and_resumed() {
+    let env = Env::new();
+    let reg = env.registry();
+    let (img, _) = big_image();
+    push(&reg.url(), "stall/img", "v1", &img);
+    // 64 KiB, then silence for longer than the stall timeout.
+    let proxy = Proxy::start(reg.port, Fault::Trickle(64 * 1024, Duration::from_secs(4)));
+    let r = format!("{}/stall/img:v1", proxy.host());
+    let t0 = std::time::Instant::now();
+    let err = fails(env.skiff(&[
+        "pull",
+        "--stall-timeout=1",
+        "--retries=0",
+        "--max-parallel=1",
+        &r,
+    ]));
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "the stall was noticed: {:?}",
+        t0.elapsed()
+    );
+    assert!(err.contains("blobs/sha256:"), "{err}");
+    let partial: u64 = files_under(&env.root.join("ingest"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "partial"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(partial >= 64 * 1024, "what arrived is kept: {partial}");
+    proxy.set(Fault::None);
+    ok(env.skiff(&["pull", &r]));
+    assert!(
+        proxy.requests().iter().any(|s| s.range.is_some()),
+        "and resumed"
+    );
+    assert_store_matches(&env, &img);
+}

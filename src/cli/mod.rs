@@ -70,6 +70,9 @@ pub struct RegistryArgs {
     /// Retries for connection errors, 429 and 5xx.
     #[arg(long, global = true, default_value_t = 4)]
     pub retries: u32,
+    /// A download that sends nothing for this many seconds is cut (then resumed or retried).
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
+    pub stall_timeout: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -354,6 +357,7 @@ impl RegistryArgs {
             creds,
             mirrors,
             retries: self.retries,
+            stall_timeout: std::time::Duration::from_secs(self.stall_timeout.max(1)),
             ..registry::Options::default()
         }))
     }
