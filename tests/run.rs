@@ -188,6 +188,8 @@ int main(void) {
     }
     closedir(d);
     fflush(stdout);
+    const char *lp = getenv("LISTEN_PID");
+    fprintf(stderr, "LISTEN_PID %s\n", lp && atoi(lp) == getpid() ? "ours" : "other");
     return write(3, "hello-fd3", 9) == 9 ? 0 : 3;
 }
 "#;
@@ -241,8 +243,7 @@ fn notify_socket_reaches_the_listener() {
     assert_eq!(&buf[..n], b"READY=1");
 }
 
-#[test]
-fn listen_fds_pass_through_and_nothing_else_leaks() {
+fn listen_fds_case(extra: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let s = setup("run/fds", &Spec::default(), &helpers(tmp.path()));
     let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -270,6 +271,7 @@ fn listen_fds_pass_through_and_nothing_else_leaks() {
     }
     let o = cmd.output().unwrap();
     drop(theirs);
+    let err = stderr(&o);
     let out = ok(o);
     let fds: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -280,6 +282,19 @@ fn listen_fds_pass_through_and_nothing_else_leaks() {
     let mut got = String::new();
     ours.read_to_string(&mut got).unwrap();
     assert_eq!(got, "hello-fd3");
+    err
+}
+
+#[test]
+fn listen_fds_pass_through_and_nothing_else_leaks() {
+    let err = listen_fds_case(&[]);
+    assert!(err.contains("LISTEN_PID ours"), "{err}");
+}
+
+#[test]
+fn listen_pid_follows_the_payload_into_a_private_pid_namespace() {
+    let err = listen_fds_case(&["--pid=private"]);
+    assert!(err.contains("LISTEN_PID ours"), "{err}");
 }
 
 #[test]
