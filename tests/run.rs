@@ -259,7 +259,9 @@ fn listen_fds_case(extra: &[&str]) -> String {
         "--root",
     ])
     .arg(&s.env.root)
-    .args(["run", "--pull=never", "--exec", "/bin/fds", &s.r]);
+    .args(["run", "--pull=never", "--exec", "/bin/fds"])
+    .args(extra)
+    .arg(&s.r);
     unsafe {
         cmd.pre_exec(move || {
             // fd 3: the activation socket; fd 4: something skiff's parent leaked.
