@@ -1,0 +1,239 @@
+//! `skiff run` and `skiff pin`: flags and profiles merged into one run configuration.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::Cli;
+use super::{open_store, pull_image, reference, ImageArgs, PullArgs};
+use crate::pull::PullPolicy;
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    #[command(flatten)]
+    pub pull: PullArgs,
+    /// Bind HOST at TARGET: HOST:TARGET[:ro|rw][,rbind][,create] (repeatable).
+    #[arg(long, short = 'v', value_name = "HOST:TARGET[:OPTS]")]
+    pub volume: Vec<crate::run::VolumeSpec>,
+    /// NAME=VALUE, or NAME to pass the host's value through (repeatable).
+    #[arg(long, short = 'e', value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read NAME=VALUE lines from FILE (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Start from skiff's whole environment (the image's Env still applies on top).
+    #[arg(long)]
+    pub inherit_env: bool,
+    /// USER[:GROUP], by name from the image's /etc/passwd and /etc/group, or numeric.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Working directory inside the image.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+    /// Replace the whole command (Entrypoint and Cmd); ARGs are appended.
+    #[arg(long, value_name = "CMD", conflicts_with = "entrypoint")]
+    pub exec: Option<String>,
+    /// Replace the Entrypoint and drop the Cmd; ARGs are appended.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Bind /run/systemd/system, the journal sockets, /etc/machine-id.
+    #[arg(long)]
+    pub host_systemd: bool,
+    /// Bind the system D-Bus socket and set DBUS_SYSTEM_BUS_ADDRESS.
+    #[arg(long)]
+    pub host_dbus: bool,
+    /// Bind the etcd certificate directory (--etcd-dir) and /run/etcd.
+    #[arg(long)]
+    pub host_etcd: bool,
+    #[arg(long, default_value = "/etc/ssl/etcd", value_name = "DIR")]
+    pub etcd_dir: PathBuf,
+    /// Bind /etc/hosts and a resolv.conf that follows the host's.
+    #[arg(long)]
+    pub host_dns: bool,
+    /// Bind /etc/ssl/certs and /usr/share/ca-certificates.
+    #[arg(long)]
+    pub host_certs: bool,
+    /// A fresh writable layer on tmpfs, gone at exit (default: read-only rootfs).
+    #[arg(long)]
+    pub writable: bool,
+    /// Hostname in a private UTS namespace.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Drop a capability (CAP_NET_RAW, net_raw, ALL); repeatable.
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Give a non-root payload user a capability (ambient); repeatable.
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Set no_new_privs: setuid binaries and file capabilities grant nothing.
+    #[arg(long)]
+    pub no_new_privileges: bool,
+    /// Print the mount plan and the command; mount and exec nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// host (default): share the host's PID namespace; private: skiff stays as a minimal init.
+    #[arg(long, value_parser = ["host", "private"], default_value = "host")]
+    pub pid: String,
+    /// host (default) or none (a network namespace with only loopback).
+    #[arg(long, value_parser = ["host", "none"], default_value = "host")]
+    pub net: String,
+    /// host (default) or private.
+    #[arg(long, value_parser = ["host", "private"], default_value = "host")]
+    pub uts: String,
+    /// Arguments appended to the command (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> crate::run::Options {
+        crate::run::Options {
+            volumes: self.volume.clone(),
+            presets: crate::run::Presets {
+                systemd: self.host_systemd,
+                dbus: self.host_dbus,
+                etcd: self.host_etcd.then(|| self.etcd_dir.clone()),
+                dns: self.host_dns,
+                certs: self.host_certs,
+            },
+            env: self.env.clone(),
+            env_files: self.env_file.clone(),
+            inherit_env: self.inherit_env,
+            user: self.user.clone(),
+            workdir: self.workdir.clone(),
+            exec: self.exec.clone(),
+            entrypoint: self.entrypoint.clone(),
+            args: self.args.clone(),
+            writable: self.writable,
+            cap_drop: self.cap_drop.clone(),
+            cap_add: self.cap_add.clone(),
+            no_new_privs: self.no_new_privileges,
+            isolation: crate::run::Isolation {
+                pid: self.pid == "private",
+                net: self.net == "none",
+                uts: self.uts == "private",
+                hostname: self.hostname.clone(),
+            },
+        }
+    }
+}
+
+/// `skiff run`: everything up to the exec; returns only on failure.
+pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let store = open_store(cli)?;
+    let img = pull_image(cli, &store, &args.image, &args.pull)?;
+    let mut opts = args.options();
+    if let Some(p) = args.image.profile()? {
+        apply_profile(&mut opts, p)?;
+    }
+    let (keys, rootfs) = match cli.storage() {
+        crate::unpack::Storage::Overlay => {
+            let keys: Vec<String> = img.layers.iter().map(crate::unpack::layer_key).collect();
+            let layers = keys.iter().map(|k| store.layer_path(k)).collect();
+            (keys, crate::run::plan::Rootfs::Overlay(layers))
+        }
+        crate::unpack::Storage::Flat => {
+            let key = img.manifest.hex().to_string();
+            let tree = store.flat_path(&key);
+            (
+                vec![format!("rootfs/{key}")],
+                crate::run::plan::Rootfs::Flat(tree),
+            )
+        }
+    };
+    let scratch = store.run_scratch()?;
+    let prepared = crate::run::prepare(rootfs, scratch.clone(), &img.config, &opts)?;
+    if args.dry_run {
+        for op in &prepared.ops {
+            println!("{op}");
+        }
+        println!("exec {}", crate::run::describe_command(&img.config, &opts)?);
+        return Ok(());
+    }
+    // gc must not remove these layers while the payload (this PID, after exec) runs.
+    store.take_lease(&keys)?;
+    drop(store);
+    match crate::run::run(prepared, &opts) {
+        Ok(never) => match never {},
+        Err(e) => Err(anyhow::Error::new(e).context(format!("running {}", img.digest))),
+    }
+}
+
+/// `skiff pin`: ask the registry what the tag means now, store it, print the pinned name.
+pub(super) fn pin(cli: &Cli, image: &ImageArgs, write: Option<&std::path::Path>) -> Result<()> {
+    let store = open_store(cli)?;
+    let r = reference(image)?;
+    let args = PullArgs {
+        pull: PullPolicy::Always,
+        max_parallel: 4,
+    };
+    let img = pull_image(cli, &store, image, &args)?;
+    let pinned = format!("{}@{}", r.name(), img.digest);
+    println!("{pinned}");
+    if let Some(path) = write {
+        let line = match &image.profile {
+            Some(name) => {
+                let prefix = crate::profiles::load(name, &image.profile_dir)?.prefix;
+                format!("{prefix}_IMAGE={pinned}\n")
+            }
+            None => format!("{pinned}\n"),
+        };
+        std::fs::write(path, line).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Puts a profile's mounts, presets, environment and user under what the flags say (flags win).
+fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) -> Result<()> {
+    let mut volumes = p
+        .volumes
+        .iter()
+        .map(|v| {
+            v.parse::<crate::run::VolumeSpec>()
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some((host, target)) = &p.data_dir {
+        // Created and owned by the service's user, as etcd-wrapper did.
+        std::fs::create_dir_all(host).with_context(|| format!("creating {}", host.display()))?;
+        if let Some((uid, gid)) = p.user {
+            nix::unistd::chown(host, Some(uid.into()), Some(gid.into()))
+                .with_context(|| format!("chown {uid}:{gid} {}", host.display()))?;
+        }
+        volumes.push(crate::run::VolumeSpec::new(host, target));
+    }
+    volumes.append(&mut opts.volumes);
+    opts.volumes = volumes;
+    for preset in &p.presets {
+        match preset.as_str() {
+            "systemd" => opts.presets.systemd = true,
+            "dbus" => opts.presets.dbus = true,
+            "dns" => opts.presets.dns = true,
+            "certs" => opts.presets.certs = true,
+            "etcd" => {
+                opts.presets.etcd = Some(
+                    opts.presets
+                        .etcd
+                        .clone()
+                        .unwrap_or_else(|| "/etc/ssl/etcd".into()),
+                )
+            }
+            other => anyhow::bail!(
+                "profile preset {other:?} is not one of systemd, dbus, dns, certs, etcd"
+            ),
+        }
+    }
+    let mut env = p.env;
+    env.append(&mut opts.env);
+    opts.env = env;
+    if opts.exec.is_none() && opts.entrypoint.is_none() {
+        opts.exec = p.exec;
+    }
+    if opts.user.is_none() {
+        opts.user = p.user.map(|(u, g)| format!("{u}:{g}"));
+    }
+    Ok(())
+}
