@@ -130,29 +130,40 @@ pub fn remove(store: &Store, images: &[String]) -> Result<()> {
         }
         println!("{key}");
     }
-    collect_blobs(store)
+    collect_blobs(store, &referenced(store)?.blobs)
 }
 
-/// Blobs used by some reference in the index.
-pub fn referenced_blobs(store: &Store) -> Result<BTreeSet<Digest>> {
-    let mut keep = BTreeSet::new();
+/// What the references in the index still need, read in one pass over the index.
+#[derive(Default)]
+struct Referenced {
+    blobs: BTreeSet<Digest>,
+    layers: BTreeSet<String>,
+    /// Manifest digests (hex), which name flat rootfs trees.
+    manifests: BTreeSet<String>,
+}
+
+fn referenced(store: &Store) -> Result<Referenced> {
+    let mut keep = Referenced::default();
     for (name, e) in store.index().list()? {
         let platform = e.platform.parse().unwrap_or_else(|_| Platform::host());
         match pull::load_digest(store, &name, &e.digest, &platform) {
-            Ok(img) => keep.extend(img.blobs()),
+            Ok(img) => {
+                keep.layers.extend(img.layers.iter().map(unpack::layer_key));
+                keep.manifests.insert(img.manifest.hex().to_string());
+                keep.blobs.extend(img.blobs());
+            }
             // A damaged image keeps what it still names rather than losing it all.
             Err(err) => {
                 tracing::warn!(reference = %name, error = %err, "cannot read image; keeping its known blobs");
-                keep.insert(e.digest);
-                keep.insert(e.manifest);
+                keep.blobs.insert(e.digest);
+                keep.blobs.insert(e.manifest);
             }
         }
     }
     Ok(keep)
 }
 
-fn collect_blobs(store: &Store) -> Result<()> {
-    let keep = referenced_blobs(store)?;
+fn collect_blobs(store: &Store, keep: &BTreeSet<Digest>) -> Result<()> {
     for d in store.list_blobs()? {
         if !keep.contains(&d) {
             store.remove_blob(&d)?;
@@ -189,16 +200,12 @@ pub fn unpack_to(store: &Store, img: &pull::Image, dir: &Path) -> Result<()> {
 
 /// Removes blobs, layer trees and stale staging that nothing references.
 pub fn gc(store: &Store) -> Result<()> {
-    collect_blobs(store)?;
-    let mut keep_layers = BTreeSet::new();
-    let mut keep_manifests = BTreeSet::new();
-    for (name, e) in store.index().list()? {
-        let platform = e.platform.parse().unwrap_or_else(|_| Platform::host());
-        if let Ok(img) = pull::load_digest(store, &name, &e.digest, &platform) {
-            keep_layers.extend(img.layers.iter().map(unpack::layer_key));
-            keep_manifests.insert(img.manifest.hex().to_string());
-        }
-    }
+    let Referenced {
+        blobs,
+        layers: mut keep_layers,
+        manifests: keep_manifests,
+    } = referenced(store)?;
+    collect_blobs(store, &blobs)?;
     let in_use = store.layers_in_use()?;
     keep_layers.extend(in_use.iter().cloned());
     let mut removed = 0;
