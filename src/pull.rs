@@ -123,15 +123,18 @@ impl Source<'_> {
         }
     }
 
-    /// A manifest document by digest: the store if it holds it, else the registry.
+    /// A manifest document by digest: the store if it holds it (unless `ask_registry`, for
+    /// `--pull=always`, which proves the registry still serves it), else the registry.
     fn manifest_by_digest(
         &self,
         reference: &str,
         digest: &Digest,
         declared: Option<&str>,
+        ask_registry: bool,
     ) -> Result<manifest::Parsed, PullError> {
         let store = self.store();
-        let (body, ct) = if store.has_blob(digest) {
+        let online = matches!(self, Source::Online(..));
+        let (body, ct) = if store.has_blob(digest) && !(ask_registry && online) {
             (store.read_blob(digest, manifest::MAX_DOCUMENT_BYTES)?, None)
         } else {
             match self {
@@ -218,7 +221,7 @@ fn resolve_document(
                     reference: reference.to_string(),
                     why,
                 })?;
-            let child = src.manifest_by_digest(reference, &d.digest, Some(&d.media_type))?;
+            let child = src.manifest_by_digest(reference, &d.digest, Some(&d.media_type), false)?;
             if d.size.is_some_and(|s| s != child.canonical.len() as u64) {
                 return Err(StoreError::SizeMismatch {
                     digest: d.digest.clone(),
@@ -298,7 +301,9 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn index_key(r: &Reference) -> String {
+/// The key a reference is filed under in the store index: its tag, or the whole reference
+/// when it is pinned without one.
+pub fn index_key(r: &Reference) -> String {
     r.tagged_name().unwrap_or_else(|| r.to_string())
 }
 
@@ -324,7 +329,7 @@ pub fn pull(
                 (None, None) => return Err(not_in_store(&name, store)),
             };
             let src = Source::Offline(store);
-            let top = src.manifest_by_digest(&name, &digest, None)?;
+            let top = src.manifest_by_digest(&name, &digest, None, false)?;
             let img = resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?;
             if let Some(l) = img.layers.iter().find(|l| !store.has_blob(&l.blob.digest)) {
                 return Err(PullError::NotInStore {
@@ -337,11 +342,7 @@ pub fn pull(
         }
         (Some(d), policy) => {
             let src = Source::Online(store, client.repo(r));
-            if policy == PullPolicy::Always && store.has_blob(d) {
-                // Prove the registry is reachable and still serves this digest.
-                src_online_check(&src, d, &name)?;
-            }
-            let top = src.manifest_by_digest(&name, d, None)?;
+            let top = src.manifest_by_digest(&name, d, None, policy == PullPolicy::Always)?;
             resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?
         }
         (None, policy) => match resolve_tag(store, client, req) {
@@ -360,7 +361,7 @@ pub fn pull(
                 tracing::warn!(reference = %name, error = %crate::logging::chain(&e), digest = %c.digest, resolved = c.resolved,
                     "registry unreachable; using the cached resolution");
                 let src = Source::Offline(store);
-                let top = src.manifest_by_digest(&name, &c.digest, None)?;
+                let top = src.manifest_by_digest(&name, &c.digest, None, false)?;
                 resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?
             }
             Err(e) => return Err(e),
@@ -383,21 +384,6 @@ pub fn pull(
     };
     store.index().set(&key, entry)?;
     Ok(image)
-}
-
-fn src_online_check(src: &Source, d: &Digest, name: &str) -> Result<(), PullError> {
-    if let Source::Online(_, repo) = src {
-        let f = repo.manifest(&d.to_string())?;
-        let parsed = parse(name, &f.body, f.content_type.as_deref())?;
-        if parsed.digest != *d {
-            return Err(PullError::PinMismatch {
-                reference: name.to_string(),
-                expected: d.clone(),
-                actual: parsed.digest,
-            });
-        }
-    }
-    Ok(())
 }
 
 fn resolve_tag(store: &Store, client: &Client, req: &Request) -> Result<Image, PullError> {
@@ -485,6 +471,6 @@ pub fn load_digest(
     platform: &Platform,
 ) -> Result<Image, PullError> {
     let src = Source::Offline(store);
-    let top = src.manifest_by_digest(name, digest, None)?;
+    let top = src.manifest_by_digest(name, digest, None, false)?;
     resolve_document(&src, name, top, platform, false)
 }

@@ -181,6 +181,8 @@ fn pull_policies_and_offline_boot() {
     // A pinned digest in the store needs no network at all, even with --pull=missing.
     let pinned = format!("{}/faulty/app@{}", reg.host(), img.digest());
     ok(env.skiff(&["pull", "--retries=0", &pinned]));
+    // ...but --pull=always asks the registry even for a pinned digest it holds.
+    fails(env.skiff(&["pull", "--pull=always", "--retries=0", &pinned]));
     // An uncached tag offline is a clear error.
     let err = fails(env.skiff(&[
         "pull",
@@ -190,6 +192,11 @@ fn pull_policies_and_offline_boot() {
     assert!(err.contains("no cached resolution"), "{err}");
     reg.restart();
     ok(env.skiff(&["pull", "--pull=always", &r]));
+    let pinned = format!("{}/faulty/app@{}", reg.host(), img.digest());
+    assert_eq!(
+        ok(env.skiff(&["pull", "--pull=always", &pinned])).trim(),
+        img.digest()
+    );
 }
 
 #[test]

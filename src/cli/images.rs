@@ -75,7 +75,7 @@ fn stored_platform(store: &Store, r: &Reference, explicit: Option<&str>) -> Resu
     if let Some(p) = explicit {
         return p.parse().map_err(anyhow::Error::msg);
     }
-    let key = r.tagged_name().unwrap_or_else(|| r.to_string());
+    let key = pull::index_key(r);
     Ok(store
         .index()
         .get(&key)?
@@ -123,7 +123,7 @@ pub fn inspect(store: &Store, r: &Reference, platform: Option<&str>) -> Result<(
 pub fn remove(store: &Store, images: &[String]) -> Result<()> {
     for i in images {
         let r: Reference = i.parse().with_context(|| format!("parsing {i:?}"))?;
-        let key = r.tagged_name().unwrap_or_else(|| r.to_string());
+        let key = pull::index_key(&r);
         let removed = store.index().update(|refs| refs.remove(&key))?;
         if removed.is_none() {
             anyhow::bail!("{key} is not in the store (see `skiff images`)");
