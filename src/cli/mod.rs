@@ -329,9 +329,11 @@ pub fn pull_image(
     let img = result.with_context(|| format!("pulling {r}"))?;
     // The registry client (and its threads) is done before any unpacking or namespace work.
     drop(client);
-    crate::unpack::ensure_layers(store, &img).with_context(|| format!("unpacking {r}"))?;
+    let layers =
+        crate::unpack::ensure_layers(store, &img).with_context(|| format!("unpacking {r}"))?;
     if cli.storage() == crate::unpack::Storage::Flat {
-        crate::unpack::ensure_flat(store, &img).with_context(|| format!("flattening {r}"))?;
+        crate::unpack::ensure_flat(store, &img, &layers)
+            .with_context(|| format!("flattening {r}"))?;
     }
     Ok(img)
 }

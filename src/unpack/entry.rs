@@ -49,7 +49,6 @@ pub struct Applier<'r> {
     /// The image's lower layer trees, top first, for hardlinks into them.
     lower: &'r [Root],
     dirs: Vec<(Option<InnerPath>, Meta)>,
-    pub skipped_devices: Vec<String>,
 }
 
 fn meta_of<R: Read>(e: &mut tar::Entry<R>) -> Result<Meta, EntryError> {
@@ -96,7 +95,6 @@ impl<'r> Applier<'r> {
             root,
             lower,
             dirs: Vec::new(),
-            skipped_devices: Vec::new(),
         }
     }
 
@@ -163,7 +161,6 @@ impl<'r> Applier<'r> {
                 // The payload gets the host's /dev; a device node in an image is a way around
                 // that for an unprivileged payload user.
                 tracing::warn!(entry = %path.display(), "skipping a device node in the image");
-                self.skipped_devices.push(path.display());
             }
             EntryType::XGlobalHeader
             | EntryType::XHeader
@@ -257,7 +254,7 @@ impl<'r> Applier<'r> {
     }
 
     /// Applies directory metadata, deepest first.
-    pub fn finish(mut self) -> Result<Vec<String>, (String, EntryError)> {
+    pub fn finish(mut self) -> Result<(), (String, EntryError)> {
         self.dirs
             .sort_by_key(|(p, _)| std::cmp::Reverse(p.as_ref().map_or(0, |p| p.display().len())));
         for (path, meta) in &self.dirs {
@@ -274,6 +271,6 @@ impl<'r> Applier<'r> {
             meta.apply(&f)
                 .map_err(|e| (name.clone(), errno("setting directory metadata")(e)))?;
         }
-        Ok(self.skipped_devices)
+        Ok(())
     }
 }

@@ -188,10 +188,14 @@ impl Storage {
 /// is read-only at run time).
 const MOUNTPOINTS: [&str; 5] = ["proc", "sys", "dev", "tmp", "run"];
 
-/// Makes sure the image's flattened rootfs exists (`rootfs/<manifest hex>`), built from its
-/// verified layer trees in staging and renamed into place.
-pub fn ensure_flat(store: &Store, image: &Image) -> Result<PathBuf, UnpackError> {
-    let layers = ensure_layers(store, image)?;
+/// Makes sure the image's flattened rootfs exists (`rootfs/<manifest hex>`), built in staging
+/// from its verified layer trees (`layers`, as `ensure_layers` returned them) and renamed into
+/// place.
+pub fn ensure_flat(
+    store: &Store,
+    image: &Image,
+    layers: &[PathBuf],
+) -> Result<PathBuf, UnpackError> {
     let key = image.manifest.hex().to_string();
     let dest = store.flat_path(&key);
     let _lock = store.lock_layer(&format!("flat-{key}"))?;
@@ -199,7 +203,7 @@ pub fn ensure_flat(store: &Store, image: &Image) -> Result<PathBuf, UnpackError>
         return Ok(dest);
     }
     let staging = store.staging_dir(&format!("flat-{key}"))?;
-    let result = flatten(&layers, &staging).and_then(|()| {
+    let result = flatten(layers, &staging).and_then(|()| {
         let root = Root::open(&staging)?;
         for m in MOUNTPOINTS {
             let p = crate::fs::root::InnerPath::parse(m.as_bytes())?.ok_or_else(|| {
