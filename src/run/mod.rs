@@ -148,7 +148,7 @@ pub fn prepare(
         env: mut env_items,
     } = presets::resolve(&opts.presets, &host_var)?;
     for v in &opts.volumes {
-        volumes.extend(v.resolve_optional()?);
+        volumes.extend(v.resolve()?);
     }
     for f in &opts.env_files {
         let text = std::fs::read_to_string(f).map_err(|source| RunError::Read {

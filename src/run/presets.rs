@@ -87,7 +87,7 @@ pub fn resolve(p: &Presets, host: &dyn Fn(&str) -> Option<String>) -> Result<Res
     }
     let mut volumes = Vec::new();
     for s in specs {
-        volumes.extend(s.resolve_optional()?);
+        volumes.extend(s.resolve()?);
     }
     Ok(Resolved {
         volumes,

@@ -99,7 +99,7 @@ impl VolumeSpec {
     }
 
     /// Checks the host side (before any namespace exists). `Ok(None)`: optional and absent.
-    pub fn resolve_optional(&self) -> Result<Option<Volume>, RunError> {
+    pub fn resolve(&self) -> Result<Option<Volume>, RunError> {
         let kind = match std::fs::metadata(&self.source) {
             Ok(m) if m.is_dir() => NodeKind::Dir,
             Ok(_) => NodeKind::File,
@@ -149,11 +149,6 @@ impl VolumeSpec {
                 src.display()
             ))),
         }
-    }
-
-    pub fn resolve(&self) -> Result<Volume, RunError> {
-        self.resolve_optional()?
-            .ok_or_else(|| RunError::Volume(format!("{} is missing", self.source.display())))
     }
 }
 
@@ -209,13 +204,8 @@ mod tests {
         let spec = VolumeSpec::new(&missing, "/x");
         let e = spec.resolve().unwrap_err().to_string();
         assert!(e.contains("add ,create"), "{e}");
-        assert!(spec
-            .clone()
-            .optional()
-            .resolve_optional()
-            .unwrap()
-            .is_none());
-        let v = spec.create().resolve().unwrap();
+        assert!(spec.clone().optional().resolve().unwrap().is_none());
+        let v = spec.create().resolve().unwrap().expect("created");
         assert_eq!(v.kind, NodeKind::Dir);
         assert!(missing.is_dir());
     }

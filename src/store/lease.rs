@@ -42,7 +42,7 @@ pub fn live_layers(dir: &Path) -> Result<Vec<String>, StoreError> {
         let body = fs::read_to_string(e.path()).unwrap_or_default();
         let mut lines = body.lines();
         let recorded: Option<u64> = lines.next().and_then(|l| l.parse().ok());
-        if start_time(pid).is_some() && start_time(pid) == recorded {
+        if start_time(pid).is_some_and(|now| Some(now) == recorded) {
             out.extend(lines.map(str::to_string));
         } else if let Err(err) = fs::remove_file(e.path()) {
             tracing::debug!(lease = %e.path().display(), error = %err, "could not remove a dead lease");
