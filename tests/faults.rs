@@ -38,6 +38,20 @@ fn big_image() -> (Image, Vec<Vec<u8>>) {
     (build(&layers, &Spec::default()), layers)
 }
 
+/// Every blob visible in the store hashes to its name: nothing unverified ever shows.
+#[track_caller]
+fn assert_only_verified_blobs(env: &Env, when: &str) {
+    for p in files_under(&env.root.join("blobs")) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(
+            sha(&bytes)[7..],
+            name,
+            "{when}: unverified blob {name} is visible"
+        );
+    }
+}
+
 fn assert_store_matches(env: &Env, img: &Image) {
     for b in img.blobs.iter().chain([&img.config, &img.manifest]) {
         let p = env.root.join("blobs/sha256").join(&sha(b)[7..]);
@@ -78,15 +92,7 @@ fn killed_at_random_points_the_next_pull_completes_and_resumes() {
         let _ = child.wait();
         // Whatever a killed skiff left, nothing unverified is in blobs/ and no layer tree is
         // half-built under layers/.
-        for p in files_under(&env.root.join("blobs/sha256")) {
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            let bytes = std::fs::read(&p).unwrap();
-            assert_eq!(
-                sha(&bytes)[7..],
-                name,
-                "round {round}: unverified blob {name} is visible"
-            );
-        }
+        assert_only_verified_blobs(&env, &format!("round {round}"));
     }
     let ranged = proxy
         .requests()
@@ -161,10 +167,7 @@ fn a_wrong_content_length_is_caught() {
     let r = format!("{}/cl/img:v1", proxy.host());
     let err = fails(env.skiff(&["pull", "--retries=1", &r]));
     assert!(err.contains("blobs/sha256:"), "{err}");
-    assert!(files_under(&env.root.join("blobs")).iter().all(|p| {
-        let b = std::fs::read(p).unwrap();
-        sha(&b)[7..] == *p.file_name().unwrap().to_string_lossy()
-    }));
+    assert_only_verified_blobs(&env, "after short bodies");
 }
 
 #[test]
@@ -196,10 +199,7 @@ fn a_full_store_fails_cleanly_and_recovers() {
         "{err}"
     );
     // Nothing half-written is visible: every blob present verifies, no layer tree exists.
-    for p in files_under(&env.root.join("blobs/sha256")) {
-        let b = std::fs::read(&p).unwrap();
-        assert_eq!(sha(&b)[7..], *p.file_name().unwrap().to_string_lossy());
-    }
+    assert_only_verified_blobs(&env, "after a full disk");
     assert_eq!(
         std::fs::read_dir(env.root.join("layers")).unwrap().count(),
         0
