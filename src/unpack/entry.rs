@@ -1,12 +1,13 @@
 //! Applying one tar entry to a layer tree, in overlay form: `.wh.NAME` becomes a 0/0 character
 //! device and `.wh..wh..opq` the `trusted.overlay.opaque` xattr, as overlayfs reads them.
 
-use std::io::{self, Read};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::SFlag;
-use tar::EntryType;
 
+use super::archive::{Kind as Type, Member};
 use super::meta::{allowed_xattr, Meta};
 use crate::fs::root::{InnerPath, Kind, Root, RootError};
 
@@ -23,6 +24,10 @@ pub enum EntryError {
     /// A hardlink to a file of a lower layer: resolvable only once those are unpacked.
     #[error("hardlink target {0:?} is not in this layer")]
     LowerLink(String),
+    /// A whiteout below a directory this layer does not have: whether it removes anything
+    /// depends on the lower layers.
+    #[error("whiteout of {0:?} below a directory that is not in this layer")]
+    LowerWhiteout(String),
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -46,51 +51,63 @@ fn errno(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> EntryError {
 /// read-only directory mode does not stop its own contents from being written.
 pub struct Applier<'r> {
     root: &'r Root,
-    /// The image's lower layer trees, top first, for hardlinks into them.
-    lower: &'r [Root],
+    /// The image's lower layer trees, top first, once they are known: a layer is first
+    /// unpacked alone, and again with its lower layers only when an entry needs them.
+    lower: Option<&'r [Root]>,
     dirs: Vec<(Option<InnerPath>, Meta)>,
 }
 
-fn meta_of<R: Read>(e: &mut tar::Entry<R>) -> Result<Meta, EntryError> {
-    let h = e.header();
-    let num = |r: io::Result<u64>, what| r.map_err(io(what));
-    let uid = num(h.uid(), "reading uid")?;
-    let gid = num(h.gid(), "reading gid")?;
-    let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
+fn meta_of(m: &Member) -> Result<Meta, EntryError> {
+    let (uid, gid) = match (u32::try_from(m.uid), u32::try_from(m.gid)) {
         (Ok(u), Ok(g)) if u != u32::MAX && g != u32::MAX => (u, g),
         _ => {
             return Err(EntryError::Hostile(format!(
-                "owner {uid}:{gid} is out of range"
+                "owner {}:{} is out of range",
+                m.uid, m.gid
             )))
         }
     };
-    let mode = h.mode().map_err(io("reading mode"))?;
-    let mtime = num(h.mtime(), "reading mtime")?.min(i64::MAX as u64) as i64;
     let mut xattrs = Vec::new();
-    if let Some(exts) = e.pax_extensions().map_err(io("reading PAX headers"))? {
-        for ext in exts {
-            let ext = ext.map_err(io("reading PAX headers"))?;
-            let Ok(key) = ext.key() else { continue };
-            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                if allowed_xattr(name) {
-                    xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
-                } else {
-                    tracing::warn!(xattr = name, "ignoring an xattr images may not set");
-                }
-            }
+    for (name, value) in &m.xattrs {
+        if allowed_xattr(name) {
+            xattrs.push((name.clone(), value.clone()));
+        } else {
+            tracing::warn!(entry = %m.display(), xattr = %name, "ignoring an xattr images may not set");
         }
     }
     Ok(Meta {
         uid,
         gid,
-        mode,
-        mtime,
+        mode: m.mode,
+        mtime: m.mtime,
         xattrs,
     })
 }
 
+/// Writes a file's contents: plain, or a sparse file's regions with holes between them.
+fn write_contents(m: &Member, data: &mut impl Read, f: &mut File) -> Result<(), EntryError> {
+    let Some((_, regions)) = &m.sparse else {
+        io::copy(data, f).map_err(io("writing file contents"))?;
+        return Ok(());
+    };
+    for r in regions {
+        f.seek(SeekFrom::Start(r.offset))
+            .map_err(io("seeking in a sparse file"))?;
+        let n = io::copy(&mut data.take(r.len), f).map_err(io("writing a sparse file"))?;
+        if n != r.len {
+            return Err(EntryError::Io {
+                what: "writing a sparse file",
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "its data ends early"),
+            });
+        }
+    }
+    // The tail after the last region is a hole too.
+    f.set_len(m.size)
+        .map_err(io("setting a sparse file's size"))
+}
+
 impl<'r> Applier<'r> {
-    pub fn new(root: &'r Root, lower: &'r [Root]) -> Self {
+    pub fn new(root: &'r Root, lower: Option<&'r [Root]>) -> Self {
         Applier {
             root,
             lower,
@@ -98,46 +115,41 @@ impl<'r> Applier<'r> {
         }
     }
 
-    /// Applies one entry. The caller names the layer and entry in any error.
-    pub fn apply<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<(), EntryError> {
-        let raw = e.path_bytes().into_owned();
-        let kind = e.header().entry_type();
-        let Some(path) = InnerPath::parse(&raw)? else {
+    /// Applies one member, reading its contents from `data`. The caller names the layer and
+    /// entry in any error.
+    pub fn apply(&mut self, m: &Member, data: &mut impl Read) -> Result<(), EntryError> {
+        let Some(path) = InnerPath::parse(&m.path)? else {
             // "./" itself: the layer root's own metadata.
-            if kind == EntryType::Directory {
-                let meta = meta_of(e)?;
-                self.dirs.push((None, meta));
+            if m.kind == Type::Dir {
+                self.dirs.push((None, meta_of(m)?));
             }
             return Ok(());
         };
         if let Some(hidden) = path.name().strip_prefix(WHITEOUT) {
-            return self.whiteout(&path, hidden, kind);
+            return self.whiteout(&path, hidden, m.kind);
         }
-        let meta = meta_of(e)?;
+        let meta = meta_of(m)?;
         let at = self.root.parent(&path, true)?;
-        match kind {
-            EntryType::Directory => {
+        match m.kind {
+            Type::Dir => {
                 at.mkdir(0o700)?;
                 self.dirs.push((Some(path), meta));
             }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+            Type::File => {
                 let mut f = at.create_file()?;
-                io::copy(e, &mut f).map_err(io("writing file contents"))?;
+                write_contents(m, data, &mut f)?;
                 meta.apply(&f)
                     .map_err(errno("setting owner, mode, xattrs or times"))?;
             }
-            EntryType::Symlink => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| EntryError::Hostile("symlink without a target".into()))?;
-                at.symlink(&target)?;
+            Type::Symlink => {
+                if m.link.is_empty() {
+                    return Err(EntryError::Hostile("symlink without a target".into()));
+                }
+                at.symlink(&m.link)?;
                 at.lchown_times(meta.uid, meta.gid, meta.mtime)?;
             }
-            EntryType::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| EntryError::Hostile("hardlink without a target".into()))?;
-                let target = InnerPath::parse(&target)?
+            Type::Hardlink => {
+                let target = InnerPath::parse(&m.link)?
                     .ok_or_else(|| EntryError::Hostile("hardlink to the root directory".into()))?;
                 let found = match self.root.parent(&target, false) {
                     Ok(t) if t.kind()? != Kind::Missing => Some(t),
@@ -153,23 +165,14 @@ impl<'r> Applier<'r> {
                     None => self.copy_from_lower(&target, &at)?,
                 }
             }
-            EntryType::Fifo => {
+            Type::Fifo => {
                 at.mknod(SFlag::S_IFIFO, meta.mode, 0)?;
                 at.chown_chmod_times(meta.uid, meta.gid, meta.mode, meta.mtime)?;
             }
-            EntryType::Char | EntryType::Block => {
+            Type::Char | Type::Block => {
                 // The payload gets the host's /dev; a device node in an image is a way around
                 // that for an unprivileged payload user.
                 tracing::warn!(entry = %path.display(), "skipping a device node in the image");
-            }
-            EntryType::XGlobalHeader
-            | EntryType::XHeader
-            | EntryType::GNULongName
-            | EntryType::GNULongLink => {}
-            other => {
-                return Err(EntryError::Hostile(format!(
-                    "unsupported entry type {other:?}"
-                )));
             }
         }
         Ok(())
@@ -184,10 +187,10 @@ impl<'r> Applier<'r> {
         at: &crate::fs::root::At,
     ) -> Result<(), EntryError> {
         let not_found = || EntryError::LowerLink(target.display());
-        if self.lower.is_empty() {
+        let Some(lowers) = self.lower else {
             return Err(not_found());
-        }
-        for lower in self.lower {
+        };
+        for lower in lowers {
             let t = match lower.parent(target, false) {
                 Ok(t) => t,
                 Err(RootError::Sys {
@@ -224,13 +227,8 @@ impl<'r> Applier<'r> {
         Err(not_found())
     }
 
-    fn whiteout(
-        &mut self,
-        path: &InnerPath,
-        hidden: &[u8],
-        kind: EntryType,
-    ) -> Result<(), EntryError> {
-        if kind == EntryType::Directory {
+    fn whiteout(&mut self, path: &InnerPath, hidden: &[u8], kind: Type) -> Result<(), EntryError> {
+        if kind == Type::Dir {
             return Err(EntryError::Hostile("a whiteout that is a directory".into()));
         }
         if path.name() == OPAQUE {
@@ -248,7 +246,30 @@ impl<'r> Applier<'r> {
             return Err(EntryError::Hostile("a whiteout with no valid name".into()));
         }
         let target = path.with_name(hidden);
-        let at = self.root.parent(&target, true)?;
+        let at = match self.root.parent(&target, false) {
+            Ok(at) => at,
+            // Below a non-directory of this layer: nothing there to remove.
+            Err(RootError::Sys {
+                source: nix::errno::Errno::ENOTDIR,
+                ..
+            }) => return Ok(()),
+            Err(RootError::Sys {
+                source: nix::errno::Errno::ENOENT,
+                ..
+            }) => {
+                // The parent comes from a lower layer, if from anywhere. Creating it here
+                // would turn a lower non-directory into a directory, so ask the lower layers.
+                let Some(lowers) = self.lower else {
+                    return Err(EntryError::LowerWhiteout(target.display()));
+                };
+                if !parent_is_lower_dir(lowers, &target)? {
+                    // Removing a path that does not exist is a no-op (umoci, containerd).
+                    return Ok(());
+                }
+                self.root.parent(&target, true)?
+            }
+            Err(e) => return Err(e.into()),
+        };
         at.mknod(SFlag::S_IFCHR, 0o000, 0)?;
         Ok(())
     }
@@ -273,4 +294,31 @@ impl<'r> Applier<'r> {
         }
         Ok(())
     }
+}
+
+/// Whether the parent of `target` is a directory in the image below this layer: the topmost
+/// lower layer that has the path decides (a whiteout or a file there means no).
+fn parent_is_lower_dir(lowers: &[Root], target: &InnerPath) -> Result<bool, EntryError> {
+    let Some(dir) = target.parent() else {
+        return Ok(true);
+    };
+    for lower in lowers {
+        match lower.parent(&dir, false) {
+            Ok(at) => match at.kind()? {
+                Kind::Missing => continue,
+                Kind::Dir => return Ok(true),
+                Kind::Other => return Ok(false),
+            },
+            Err(RootError::Sys {
+                source: nix::errno::Errno::ENOENT,
+                ..
+            }) => continue,
+            Err(RootError::Sys {
+                source: nix::errno::Errno::ENOTDIR,
+                ..
+            }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(false)
 }

@@ -5,6 +5,7 @@
 //! renamed to `layers/<key>`. A killed skiff leaves only staging directories, which the next
 //! run removes. Layers of one image are independent until mounted, so they unpack in parallel.
 
+mod archive;
 mod entry;
 mod flatten;
 mod meta;
@@ -26,6 +27,12 @@ pub use flatten::flatten;
 
 #[derive(Debug, Error)]
 pub enum UnpackError {
+    #[error("layer {layer}")]
+    Archive {
+        layer: Digest,
+        #[source]
+        source: archive::ArchiveError,
+    },
     #[error("layer {layer}: entry {entry:?}")]
     Entry {
         layer: Digest,
@@ -99,9 +106,9 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     // such a layer is unpacked again after the others, with them to copy from.
     let deferred = std::sync::Mutex::new(Vec::new());
     crate::parallel::for_each(&todo, crate::parallel::cores(), |l| {
-        match unpack_layer(store, l, &[]) {
+        match unpack_layer(store, l, None) {
             Err(UnpackError::Entry {
-                source: EntryError::LowerLink(_),
+                source: EntryError::LowerLink(_) | EntryError::LowerWhiteout(_),
                 ..
             }) => {
                 deferred
@@ -122,14 +129,18 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     for (i, l) in image.layers.iter().enumerate() {
         if deferred.contains(&layer_key(l)) {
             let lower: Vec<PathBuf> = trees[..i].iter().rev().cloned().collect();
-            unpack_layer(store, l, &lower)?;
+            unpack_layer(store, l, Some(&lower))?;
         }
     }
     Ok(trees)
 }
 
 /// Unpacks one layer into `layers/<key>`, atomically; a no-op when another process did it.
-fn unpack_layer(store: &Store, layer: &Layer, lower: &[PathBuf]) -> Result<(), UnpackError> {
+fn unpack_layer(
+    store: &Store,
+    layer: &Layer,
+    lower: Option<&[PathBuf]>,
+) -> Result<(), UnpackError> {
     let key = layer_key(layer);
     let dest = store.layer_path(&key);
     let _lock = store.lock_layer(&key)?;
@@ -248,35 +259,35 @@ pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> 
         what,
         source,
     };
-    apply_entries(&root, &[], &mut hashed, &layer).and_then(|()| {
+    apply_entries(&root, Some(&[]), &mut hashed, &layer).and_then(|()| {
         io::copy(&mut hashed, &mut io::sink())
             .map_err(|e| io("reading the end of the stream", e))?;
         Ok(Digest::from_sha256_bytes(&hashed.hasher.finalize().into()))
     })
 }
 
-/// Every entry of one tar stream, then the directories' metadata.
+/// Every entry of one tar stream, then the directories' metadata. `lower` is `None` while
+/// the lower layers are not known (see `ensure_layers`).
 fn apply_entries<R: Read>(
     root: &Root,
-    lower: &[Root],
+    lower: Option<&[Root]>,
     stream: R,
     layer: &Digest,
 ) -> Result<(), UnpackError> {
     let mut applier = entry::Applier::new(root, lower);
-    let mut archive = tar::Archive::new(stream);
-    let read_err = |e| UnpackError::Io {
+    let mut archive = archive::Archive::new(stream);
+    let read_err = |source| UnpackError::Archive {
         layer: layer.clone(),
-        what: "reading the tar stream (truncated or corrupt?)",
-        source: e,
+        source,
     };
-    for e in archive.entries().map_err(read_err)? {
-        let mut e = e.map_err(read_err)?;
-        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-        applier.apply(&mut e).map_err(|source| UnpackError::Entry {
-            layer: layer.clone(),
-            entry: name,
-            source,
-        })?;
+    while let Some(m) = archive.next().map_err(read_err)? {
+        applier
+            .apply(&m, &mut archive.data())
+            .map_err(|source| UnpackError::Entry {
+                layer: layer.clone(),
+                entry: m.display(),
+                source,
+            })?;
     }
     applier
         .finish()
@@ -289,7 +300,12 @@ fn apply_entries<R: Read>(
 }
 
 /// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
-fn extract(store: &Store, layer: &Layer, lower: &[PathBuf], dir: &Path) -> Result<(), UnpackError> {
+fn extract(
+    store: &Store,
+    layer: &Layer,
+    lower: Option<&[PathBuf]>,
+    dir: &Path,
+) -> Result<(), UnpackError> {
     let blob = store.open_blob(&layer.blob.digest)?;
     let stream =
         decompressor(layer, blob).map_err(|e| io_err(layer, "starting decompression", e))?;
@@ -299,10 +315,13 @@ fn extract(store: &Store, layer: &Layer, lower: &[PathBuf], dir: &Path) -> Resul
     };
     let root = Root::open(dir)?;
     let lower = lower
-        .iter()
-        .map(|p| Root::open(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    apply_entries(&root, &lower, &mut hashed, &layer.blob.digest)?;
+        .map(|l| {
+            l.iter()
+                .map(|p| Root::open(p))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
     // The diff_id covers the whole stream, including the end-of-archive blocks and padding.
     io::copy(&mut hashed, &mut io::sink())
         .map_err(|e| io_err(layer, "reading the end of the stream", e))?;
