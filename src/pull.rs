@@ -53,6 +53,12 @@ pub enum PullError {
         expected: Digest,
         actual: Digest,
     },
+    #[error("{reference}: the registry's Docker-Content-Digest says {advertised}, but the manifest it served hashes to {actual}")]
+    AdvertisedMismatch {
+        reference: String,
+        advertised: Digest,
+        actual: Digest,
+    },
     #[error("{reference}: {why}")]
     Platform { reference: String, why: String },
     #[error("{reference} is not in the store at {root}{hint}")]
@@ -162,9 +168,14 @@ impl Source<'_> {
         if !store.has_blob(&d.digest) {
             match self {
                 Source::Online(_, repo) => {
-                    let bytes = repo.small_blob(d)?;
-                    // put_blob verifies digest and size before the config becomes visible.
-                    store.put_blob(&d.digest, &bytes)?;
+                    // Under the blob's ingest lock, so concurrent pulls fetch it once; the
+                    // commit verifies digest and size before the config becomes visible.
+                    if let Begin::Ingest(mut ingest) = store.begin_ingest(&d.digest, d.size)? {
+                        let bytes = repo.small_blob(d)?;
+                        ingest.restart()?;
+                        ingest.write(&bytes)?;
+                        ingest.commit()?;
+                    }
                 }
                 Source::Offline(s) => return Err(missing(reference, s, &d.digest)),
             }
@@ -307,13 +318,31 @@ pub fn index_key(r: &Reference) -> String {
     r.tagged_name().unwrap_or_else(|| r.to_string())
 }
 
+/// A pulled image whose blobs are all in the store, and what the index should record once the
+/// image is complete (unpacked): until `record`, `images` does not list it.
+#[must_use = "the index names the image only after `record`"]
+pub struct Pulled {
+    pub image: Image,
+    entry: Option<(String, IndexEntry)>,
+}
+
+impl Pulled {
+    /// Files the reference under its (new) resolution: call once every layer is unpacked.
+    pub fn record(self, store: &Store) -> Result<Image, PullError> {
+        if let Some((key, entry)) = self.entry {
+            store.index().set(&key, entry)?;
+        }
+        Ok(self.image)
+    }
+}
+
 /// Resolves a reference to an image whose blobs are all in the store, fetching what is needed.
 pub fn pull(
     store: &Store,
     client: &Client,
     req: &Request,
     progress: &dyn Progress,
-) -> Result<Image, PullError> {
+) -> Result<Pulled, PullError> {
     let r = req.reference;
     let name = r.to_string();
     let key = index_key(r);
@@ -338,7 +367,10 @@ pub fn pull(
                     hint: "; pull it first, or run with --pull=missing",
                 });
             }
-            return Ok(img);
+            return Ok(Pulled {
+                image: img,
+                entry: None,
+            });
         }
         (Some(d), policy) => {
             let src = Source::Online(store, client.repo(r));
@@ -373,7 +405,7 @@ pub fn pull(
         .is_some_and(|c| c.digest == image.digest && c.manifest == image.manifest);
     if unchanged && !confirmed {
         // A warm start: nothing to record, and no fsync on the way to the payload.
-        return Ok(image);
+        return Ok(Pulled { image, entry: None });
     }
     let entry = IndexEntry {
         digest: image.digest.clone(),
@@ -382,8 +414,10 @@ pub fn pull(
         size: image.size(),
         resolved: now(),
     };
-    store.index().set(&key, entry)?;
-    Ok(image)
+    Ok(Pulled {
+        image,
+        entry: Some((key, entry)),
+    })
 }
 
 fn resolve_tag(store: &Store, client: &Client, req: &Request) -> Result<Image, PullError> {
@@ -392,6 +426,17 @@ fn resolve_tag(store: &Store, client: &Client, req: &Request) -> Result<Image, P
     let repo = client.repo(r);
     let fetched = repo.manifest(&r.manifest_ref())?;
     let top = parse(&name, &fetched.body, fetched.content_type.as_deref())?;
+    // A registry (or a proxy) that advertises one digest and serves other bytes is lying
+    // about what the tag means.
+    if let Some(advertised) = &fetched.advertised {
+        if *advertised != top.digest {
+            return Err(PullError::AdvertisedMismatch {
+                reference: name,
+                advertised: advertised.clone(),
+                actual: top.digest,
+            });
+        }
+    }
     store.put_blob(&top.digest, &top.canonical)?;
     let src = Source::Online(store, repo);
     resolve_document(&src, &name, top, &req.platform, req.platform_explicit)

@@ -223,7 +223,7 @@ pub fn gc(store: &Store) -> Result<()> {
             removed += 1;
         }
     }
-    store.clean_stale_staging()?;
+    store.clean_stale_staging();
     tracing::info!(trees = removed, "garbage collected");
     Ok(())
 }

@@ -326,16 +326,20 @@ pub fn pull_image(
     };
     let result = pull::pull(store, &client, &req, &reporter);
     reporter.done();
-    let img = result.with_context(|| format!("pulling {r}"))?;
+    let pulled = result.with_context(|| format!("pulling {r}"))?;
     // The registry client (and its threads) is done before any unpacking or namespace work.
     drop(client);
+    let img = &pulled.image;
     let layers =
-        crate::unpack::ensure_layers(store, &img).with_context(|| format!("unpacking {r}"))?;
+        crate::unpack::ensure_layers(store, img).with_context(|| format!("unpacking {r}"))?;
     if cli.storage() == crate::unpack::Storage::Flat {
-        crate::unpack::ensure_flat(store, &img, &layers)
+        crate::unpack::ensure_flat(store, img, &layers)
             .with_context(|| format!("flattening {r}"))?;
     }
-    Ok(img)
+    // Only a complete image is listed: a layer refused above leaves the index as it was.
+    Ok(pulled
+        .record(store)
+        .with_context(|| format!("recording {r} in the store index"))?)
 }
 
 /// The exit status for an error that ended skiff before any payload ran: 125 (as podman and

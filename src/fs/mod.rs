@@ -1,5 +1,6 @@
 //! Filesystem access to untrusted trees.
 
+pub mod copy;
 pub mod root;
 
 #[cfg(test)]

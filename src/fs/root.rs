@@ -49,7 +49,14 @@ fn sys<'a>(op: &'static str, path: &'a [u8]) -> impl FnOnce(Errno) -> RootError 
     }
 }
 
-/// A path inside a root, checked: no `..`, no NUL, at least one component.
+/// The longest path an image may name, in bytes (the kernel's PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// The deepest an image may nest directories: far beyond any real image, and a bound on
+/// what one layer can make every later walk of the tree do.
+pub const MAX_DEPTH: usize = 1024;
+
+/// A path inside a root, checked: no `..`, no NUL, at least one component, at most
+/// `MAX_PATH` bytes and `MAX_DEPTH` components.
 #[derive(Clone, Debug)]
 pub struct InnerPath {
     /// As the image spelled it, for messages.
@@ -74,6 +81,12 @@ impl InnerPath {
                 why: "contains a NUL byte",
             });
         }
+        if raw.len() > MAX_PATH {
+            return Err(RootError::Hostile {
+                path: show(&raw[..64]) + "…",
+                why: "is longer than 4096 bytes",
+            });
+        }
         let mut parts = Vec::new();
         for c in raw.split(|b| *b == b'/') {
             match c {
@@ -89,6 +102,12 @@ impl InnerPath {
         }
         if parts.is_empty() {
             return Ok(None);
+        }
+        if parts.len() > MAX_DEPTH {
+            return Err(RootError::Hostile {
+                path: show(&raw[..raw.len().min(64)]) + "…",
+                why: "nests more than 1024 directories deep",
+            });
         }
         Ok(Some(InnerPath {
             raw: raw.to_vec(),
@@ -463,20 +482,30 @@ impl At<'_> {
     }
 }
 
-/// Removes a directory tree below `parent/name`, never following symlinks.
-fn remove_tree(parent: BorrowedFd, name: &std::ffi::CStr) -> Result<(), Errno> {
-    let fd = nix::fcntl::openat(
-        parent,
+fn open_subdir(at: BorrowedFd, name: &std::ffi::CStr) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        at,
         name,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::empty(),
+    )
+}
+
+fn dir_id(fd: BorrowedFd) -> Result<(u64, u64), Errno> {
+    let st = nix::sys::stat::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Unlinks every non-directory in `dir` and returns the names of its subdirectories.
+fn clear_files(dir: BorrowedFd) -> Result<Vec<CString>, Errno> {
+    let mut listing = nix::dir::Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
     )?;
-    let mut dir = nix::dir::Dir::from_fd(fd)?;
-    let dfd = dir.as_raw_fd();
-    // SAFETY: `dir` owns the fd and outlives every use of this borrow below.
-    let dborrow = unsafe { BorrowedFd::borrow_raw(dfd) };
     let mut children = Vec::new();
-    for e in dir.iter() {
+    for e in listing.iter() {
         let e = e?;
         let n = e.file_name();
         if n.to_bytes() == b"." || n.to_bytes() == b".." {
@@ -484,23 +513,78 @@ fn remove_tree(parent: BorrowedFd, name: &std::ffi::CStr) -> Result<(), Errno> {
         }
         children.push((n.to_owned(), e.file_type()));
     }
+    drop(listing);
+    let mut subdirs = Vec::new();
     for (n, t) in children {
         let is_dir = match t {
             Some(nix::dir::Type::Directory) => true,
             Some(_) => false,
             None => {
-                let st = fstatat(dborrow, n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                let st = fstatat(dir, n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
                 st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
             }
         };
         if is_dir {
-            remove_tree(dborrow, &n)?;
+            subdirs.push(n);
         } else {
-            unlinkat(dborrow, n.as_c_str(), UnlinkatFlags::NoRemoveDir)?;
+            unlinkat(dir, n.as_c_str(), UnlinkatFlags::NoRemoveDir)?;
         }
     }
-    drop(dir);
-    unlinkat(parent, name, UnlinkatFlags::RemoveDir)
+    Ok(subdirs)
+}
+
+/// One directory on the way down: its name in its parent, its identity (to check the way
+/// back up through `..`), and the subdirectories still to remove.
+struct Frame {
+    name: CString,
+    id: (u64, u64),
+    pending: Vec<CString>,
+}
+
+/// Removes a directory tree below `parent/name`, never following symlinks, with two fds open
+/// at most whatever its depth: a layer may nest thousands of directories, more than the fd
+/// limit allows a recursive walk to hold.
+fn remove_tree(parent: BorrowedFd, name: &std::ffi::CStr) -> Result<(), Errno> {
+    let mut cur = open_subdir(parent, name)?;
+    let mut stack = vec![Frame {
+        name: name.to_owned(),
+        id: dir_id(cur.as_fd())?,
+        pending: clear_files(cur.as_fd())?,
+    }];
+    while let Some(top) = stack.last_mut() {
+        if let Some(child) = top.pending.pop() {
+            match open_subdir(cur.as_fd(), &child) {
+                Ok(fd) => {
+                    let frame = Frame {
+                        id: dir_id(fd.as_fd())?,
+                        pending: clear_files(fd.as_fd())?,
+                        name: child,
+                    };
+                    stack.push(frame);
+                    cur = fd;
+                }
+                Err(Errno::ENOENT) => {}
+                Err(Errno::ENOTDIR) => {
+                    unlinkat(cur.as_fd(), child.as_c_str(), UnlinkatFlags::NoRemoveDir)?
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        let Some(done) = stack.pop() else { break };
+        let Some(up) = stack.last() else {
+            drop(cur);
+            return unlinkat(parent, done.name.as_c_str(), UnlinkatFlags::RemoveDir);
+        };
+        let p = open_subdir(cur.as_fd(), c"..")?;
+        if dir_id(p.as_fd())? != up.id {
+            // The tree was moved while we worked in it: stop rather than remove elsewhere.
+            return Err(Errno::ESTALE);
+        }
+        unlinkat(p.as_fd(), done.name.as_c_str(), UnlinkatFlags::RemoveDir)?;
+        cur = p;
+    }
+    Ok(())
 }
 
 /// Sets an extended attribute through an open fd.

@@ -144,3 +144,55 @@ fn remove_dir_all_does_not_follow_links() {
     assert!(!s.root.path().exists());
     s.untouched();
 }
+
+#[test]
+fn paths_too_long_or_too_deep_are_refused() {
+    let deep = "d/".repeat(MAX_DEPTH + 1);
+    let e = InnerPath::parse(deep.as_bytes()).unwrap_err().to_string();
+    assert!(e.contains("1024 directories"), "{e}");
+    assert!(InnerPath::parse("d/".repeat(MAX_DEPTH).as_bytes()).is_ok());
+    let long = "x".repeat(MAX_PATH + 1);
+    let e = InnerPath::parse(long.as_bytes()).unwrap_err().to_string();
+    assert!(e.contains("longer than 4096"), "{e}");
+}
+
+#[test]
+fn a_tree_deeper_than_path_max_is_removed_without_an_fd_per_level() {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    let t = tempfile::tempdir().unwrap();
+    let top = t.path().join("top");
+    std::fs::create_dir(&top).unwrap();
+    // 3000 levels ("d/" each) is past PATH_MAX: only fd-relative calls reach the bottom.
+    let mut cur =
+        nix::fcntl::open(&top, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+    for i in 0..3000 {
+        mkdirat(&cur, "d", Mode::from_bits_truncate(0o755)).unwrap();
+        if i % 500 == 0 {
+            let f = openat(
+                &cur,
+                "file",
+                OFlag::O_CREAT | OFlag::O_WRONLY,
+                Mode::from_bits_truncate(0o644),
+            )
+            .unwrap();
+            drop(f);
+            nix::unistd::symlinkat("/etc/passwd", &cur, "link").unwrap();
+            mkdirat(&cur, "side", Mode::from_bits_truncate(0o755)).unwrap();
+        }
+        cur = openat(
+            &cur,
+            "d",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    drop(cur);
+    remove_dir_all(&top).unwrap();
+    assert!(!top.exists());
+    assert!(
+        std::path::Path::new("/etc/passwd").exists(),
+        "symlinks are not followed"
+    );
+}

@@ -16,6 +16,21 @@ use crate::store::Ingest;
 pub struct FetchedManifest {
     pub body: Vec<u8>,
     pub content_type: Option<String>,
+    /// The `Docker-Content-Digest` header, when it names a sha256 digest.
+    pub advertised: Option<Digest>,
+}
+
+/// The digest a response advertises. One skiff cannot check (another algorithm) is logged and
+/// left aside; the body is verified against the pin or by hashing in any case.
+fn advertised_digest(resp: &Response, url: &str) -> Option<Digest> {
+    let v = resp.headers().get("docker-content-digest")?.to_str().ok()?;
+    match v.trim().parse::<Digest>() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::debug!(url, header = v, error = %e, "ignoring a Docker-Content-Digest skiff cannot check");
+            None
+        }
+    }
 }
 
 impl Repo<'_> {
@@ -101,8 +116,13 @@ impl Repo<'_> {
                         .get(CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
+                    let advertised = advertised_digest(&resp, &url);
                     let body = read_bounded(resp, manifest::MAX_DOCUMENT_BYTES, &url)?;
-                    Ok(FetchedManifest { body, content_type })
+                    Ok(FetchedManifest {
+                        body,
+                        content_type,
+                        advertised,
+                    })
                 }
                 StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
                     what: format!("manifest {}:{reference}", self.repository),

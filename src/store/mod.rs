@@ -24,6 +24,9 @@ pub use index::{Index, IndexEntry};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 
+/// The prefix of staging trees that could not be removed and were moved aside.
+const ASIDE: &str = "stale-";
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("{op} {path}")]
@@ -204,29 +207,48 @@ impl Store {
         sync_dir(dest.parent().unwrap_or(&self.root))
     }
 
-    /// Removes staging directories whose process is gone (a skiff killed mid-unpack).
-    pub fn clean_stale_staging(&self) -> Result<(), StoreError> {
+    /// Removes staging directories whose process is gone (a skiff killed mid-unpack). One
+    /// that cannot be removed is logged and moved aside, so it never stops a pull; `gc` tries
+    /// it again.
+    pub fn clean_stale_staging(&self) {
         let tmp = self.tmp_dir();
-        for e in fs::read_dir(&tmp).map_err(io_err("list", &tmp))? {
-            let e = e.map_err(io_err("list", &tmp))?;
+        let entries = match fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(path = %tmp.display(), error = %e, "cannot list the staging area");
+                return;
+            }
+        };
+        for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let mut parts = name.rsplit('.');
-            let (_seq, pid) = (
-                parts.next(),
-                parts.next().and_then(|p| p.parse::<u32>().ok()),
-            );
-            let Some(pid) = pid else { continue };
-            if name.ends_with(".lock") || Path::new(&format!("/proc/{pid}")).exists() {
+            let stale = if let Some(rest) = name.strip_prefix(ASIDE) {
+                !rest.is_empty()
+            } else {
+                let mut parts = name.rsplit('.');
+                let (_seq, pid) = (
+                    parts.next(),
+                    parts.next().and_then(|p| p.parse::<u32>().ok()),
+                );
+                pid.is_some_and(|pid| {
+                    !name.ends_with(".lock") && !Path::new(&format!("/proc/{pid}")).exists()
+                })
+            };
+            if !stale {
                 continue;
             }
             tracing::debug!(path = %e.path().display(), "removing what an earlier skiff left");
-            crate::fs::root::remove_dir_all(&e.path()).map_err(|err| StoreError::Io {
-                op: "remove",
-                path: e.path(),
-                source: io::Error::other(err.to_string()),
-            })?;
+            if let Err(err) = crate::fs::root::remove_dir_all(&e.path()) {
+                if name.starts_with(ASIDE) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "still cannot remove a stale staging tree");
+                    continue;
+                }
+                let aside = tmp.join(format!("{ASIDE}{}", name.replace('.', "-")));
+                tracing::warn!(path = %e.path().display(), error = %err, aside = %aside.display(), "cannot remove a stale staging tree; moved it aside");
+                if let Err(err) = fs::rename(e.path(), &aside) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "cannot move a stale staging tree aside");
+                }
+            }
         }
-        Ok(())
     }
 
     /// Where a flattened rootfs (for `--storage=flat`) lives, by manifest digest hex.

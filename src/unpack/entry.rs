@@ -211,7 +211,7 @@ impl<'r> Applier<'r> {
             let mut src = t.open(OFlag::O_RDONLY)?;
             let st = nix::sys::stat::fstat(&src).map_err(errno("reading the hardlink target"))?;
             let mut out = at.create_file()?;
-            io::copy(&mut src, &mut out)
+            crate::fs::copy::copy_sparse(&mut src, &mut out)
                 .map_err(io("copying a hardlinked file from a lower layer"))?;
             let meta = Meta {
                 uid: st.st_uid,

@@ -155,7 +155,7 @@ fn merge(
             }
             let mut out = at.create_file()?;
             let mut input = File::open(&path).map_err(|e| target_err(&path, e))?;
-            io::copy(&mut input, &mut out).map_err(|e| target_err(&path, e))?;
+            crate::fs::copy::copy_sparse(&mut input, &mut out).map_err(|e| target_err(&path, e))?;
             meta.apply(&out).map_err(|e| target_err(&path, e))?;
         } else if ft.is_symlink() {
             let t = fs::read_link(&path).map_err(|e| target_err(&path, e))?;

@@ -94,7 +94,7 @@ fn decompressor<'a>(layer: &Layer, file: File) -> Result<Box<dyn Read + 'a>, io:
 
 /// Makes sure every layer of `image` is unpacked; returns their trees, bottom layer first.
 pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, UnpackError> {
-    store.clean_stale_staging()?;
+    store.clean_stale_staging();
     let mut todo: Vec<&Layer> = Vec::new();
     for l in &image.layers {
         let key = layer_key(l);
