@@ -138,7 +138,7 @@ fn concurrent_pulls_download_each_blob_once() {
     let (reg, img) = setup(&env);
     let proxy = Proxy::start(reg.port, Fault::None);
     let r = format!("{}/faulty/app:v1", proxy.host());
-    let children: Vec<_> = (0..6)
+    let children: Vec<_> = (0..8)
         .map(|_| {
             env.skiff_cmd(&["pull", &r])
                 .stdout(std::process::Stdio::piped())
@@ -155,7 +155,34 @@ fn concurrent_pulls_download_each_blob_once() {
         let n = proxy.blob_downloads(&sha(b)).len();
         assert_eq!(n, 1, "layer {} downloaded {n} times", sha(b));
     }
+    let n = proxy.blob_downloads(&sha(&img.config)).len();
+    assert_eq!(n, 1, "the config was downloaded {n} times");
     ok(env.skiff(&["images"]));
+}
+
+#[test]
+fn a_manifest_that_is_not_what_the_registry_advertises_is_refused() {
+    let env = Env::new();
+    let (reg, img) = setup(&env);
+    let proxy = Proxy::start(reg.port, Fault::WrongManifestDigest);
+    let r = format!("{}/faulty/app:v1", proxy.host());
+    let err = fails(env.skiff(&["pull", &r]));
+    assert!(
+        err.contains("Docker-Content-Digest")
+            && err.contains(&format!("sha256:{}", "0".repeat(64)))
+            && err.contains(&img.digest()),
+        "the error names both digests: {err}"
+    );
+    assert!(!ok(env.skiff(&["images"])).contains("faulty/app"));
+    for b in &img.blobs {
+        assert!(
+            proxy.blob_downloads(&sha(b)).is_empty(),
+            "no layer was fetched"
+        );
+    }
+    // An honest answer from the same registry then pulls.
+    proxy.set(Fault::None);
+    assert_eq!(ok(env.skiff(&["pull", &r])).trim(), img.digest());
 }
 
 #[test]

@@ -490,3 +490,188 @@ fn hardlinks_into_lower_layers_are_resolved() {
         "{err}"
     );
 }
+
+/// Runs skiff with at most `n` open files, as under a low default `ulimit -n`.
+fn with_fd_limit(mut c: std::process::Command, n: u64) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c.output().unwrap()
+}
+
+fn staging_left(env: &Env) -> Vec<String> {
+    std::fs::read_dir(env.root.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock") && n != "run")
+        .collect()
+}
+
+#[test]
+fn a_deep_layer_with_a_wrong_diff_id_does_not_wedge_the_store() {
+    let env = Env::new();
+    let reg = env.registry();
+    // 1000 levels: within the depth bound, deeper than 256 open files.
+    let deep = format!("{}file", "d/".repeat(1000));
+    let layer = tar(&[file(&deep, b"bottom", 0o644)]);
+    let bad = build(
+        &[layer],
+        &Spec {
+            diff_ids: Some(vec![sha(b"not this layer")]),
+            ..Spec::default()
+        },
+    );
+    push(&reg.url(), "deep/img", "bad", &bad);
+    let err = stderr(&with_fd_limit(
+        env.skiff_cmd(&["pull", &format!("{}/deep/img:bad", reg.host())]),
+        256,
+    ));
+    assert!(err.contains("diff_id"), "{err}");
+    assert!(
+        staging_left(&env).is_empty(),
+        "staging removed: {:?}",
+        staging_left(&env)
+    );
+    // Deeper than the bound: refused by name, and cleaned up as well.
+    let deeper = format!("{}file", "d/".repeat(1100));
+    let img = build(&[tar(&[file(&deeper, b"x", 0o644)])], &Spec::default());
+    push(&reg.url(), "deep/img", "deeper", &img);
+    let err = stderr(&with_fd_limit(
+        env.skiff_cmd(&["pull", &format!("{}/deep/img:deeper", reg.host())]),
+        256,
+    ));
+    assert!(err.contains("nests more than 1024 directories"), "{err}");
+    assert!(staging_left(&env).is_empty(), "{:?}", staging_left(&env));
+    // The next pull and gc work.
+    let (good, _) = simple_image(&Spec::default());
+    push(&reg.url(), "deep/img", "good", &good);
+    ok(env.skiff(&["pull", &format!("{}/deep/img:good", reg.host())]));
+    ok(env.skiff(&["gc"]));
+}
+
+#[test]
+fn stale_staging_that_cannot_be_removed_never_stops_a_pull() {
+    let env = Env::new();
+    let reg = env.registry();
+    ok(env.skiff(&["images"]));
+    // A dead process's staging tree with an immutable file in it: no one can remove it.
+    let stale = env.root.join("tmp/layer-abc.999999999.0");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("stuck"), b"x").unwrap();
+    let chattr = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(stale.join("stuck"))
+        .status();
+    if !chattr.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: this filesystem has no immutable flag");
+        return;
+    }
+    let (img, _) = simple_image(&Spec::default());
+    push(&reg.url(), "stale/img", "v1", &img);
+    let out = env.skiff(&["pull", &format!("{}/stale/img:v1", reg.host())]);
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(stale.join("stuck"))
+        .status();
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .args(
+            std::fs::read_dir(env.root.join("tmp"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path().join("stuck")),
+        )
+        .status();
+    assert!(
+        stderr(&out).contains("moved it aside"),
+        "the stuck tree is logged: {}",
+        stderr(&out)
+    );
+    ok(out);
+    ok(env.skiff(&["gc"]));
+    assert!(
+        staging_left(&env).is_empty(),
+        "gc removed it once it could: {:?}",
+        staging_left(&env)
+    );
+}
+
+#[test]
+fn a_refused_image_is_not_listed_as_pulled() {
+    let env = Env::new();
+    let reg = env.registry();
+    let img = build(
+        &[
+            tar(&[file("ok", b"fine", 0o644)]),
+            tar(&[file("../escape", b"x", 0o644)]),
+        ],
+        &Spec::default(),
+    );
+    push(&reg.url(), "refused/img", "v1", &img);
+    let r = format!("{}/refused/img:v1", reg.host());
+    let err = fails(env.skiff(&["pull", &r]));
+    assert!(err.contains("escape"), "{err}");
+    let listed = ok(env.skiff(&["images"]));
+    assert!(!listed.contains("refused/img"), "{listed}");
+    let err = fails(env.skiff(&["run", "--pull=never", &r]));
+    assert!(err.contains("not in the store"), "{err}");
+}
+
+#[test]
+fn a_whiteout_below_a_lower_file_is_a_no_op() {
+    let env = Env::new();
+    let reg = env.registry();
+    let lower = tar(&[file("d2f", b"a file", 0o644), file("keep", b"k", 0o644)]);
+    let upper = tar(&[file("d2f/.wh.child", b"", 0o644), file("new", b"n", 0o644)]);
+    let img = build(
+        &[lower, upper.clone()],
+        &Spec {
+            format: Format::Oci,
+            ..Spec::default()
+        },
+    );
+    push(&reg.url(), "wh/img", "v1", &img);
+    let r = format!("{}/wh/img:v1", reg.host());
+    ok(env.skiff(&["pull", &r]));
+    // The upper layer's tree has no directory that would hide the lower file.
+    let upper_tree = env.root.join("layers").join(&sha(&upper)[7..]);
+    assert!(!upper_tree.join("d2f").exists());
+    for storage in ["overlay", "flat"] {
+        let out = env.path().join(format!("out-{storage}"));
+        ok(env.skiff(&["--storage", storage, "unpack", &r, out.to_str().unwrap()]));
+        assert_eq!(
+            std::fs::read(out.join("d2f")).unwrap(),
+            b"a file",
+            "{storage}"
+        );
+        assert!(out.join("new").exists());
+    }
+    // umoci agrees.
+    let layout = env.path().join("layout");
+    run_ok(std::process::Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{r}"),
+        &format!("oci:{}:v1", layout.display()),
+    ]));
+    let bundle = env.path().join("bundle");
+    run_ok(std::process::Command::new("umoci").args([
+        "unpack",
+        "--image",
+        &format!("{}:v1", layout.display()),
+        bundle.to_str().unwrap(),
+    ]));
+    let theirs = tree::describe(&bundle.join("rootfs"));
+    let mine = tree::describe(&env.path().join("out-overlay"));
+    assert_eq!(mine, theirs);
+}

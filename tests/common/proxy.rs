@@ -25,6 +25,8 @@ pub enum Fault {
     NoBlobs,
     /// Answer blob GETs with 307 to the same path on another host:port (a CDN).
     RedirectBlobs(u16),
+    /// Advertise another digest in manifest answers' Docker-Content-Digest than the body has.
+    WrongManifestDigest,
 }
 
 #[derive(Clone, Debug)]
@@ -206,6 +208,21 @@ fn handle(
     seen.lock().unwrap().push(record.clone());
     let blob_body = is_blob && method == "GET" && (record.status == 200 || record.status == 206);
     match current {
+        Fault::WrongManifestDigest if path.contains("/manifests/") => {
+            let other = format!("sha256:{}", "0".repeat(64));
+            rhead = rhead
+                .lines()
+                .map(|l| {
+                    if l.to_ascii_lowercase().starts_with("docker-content-digest:") {
+                        format!("Docker-Content-Digest: {other}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\r\n")
+                + "\r\n";
+        }
         Fault::FlipBlobByte if blob_body && !body.is_empty() => {
             let mid = body.len() / 2;
             body[mid] ^= 0xff;
