@@ -64,10 +64,42 @@ fn clean_cgroups() {
     }
 }
 
+/// The container's init: the child of systemd-nspawn that is PID 1 in its own PID namespace
+/// and runs systemd. nspawn forks short-lived helpers first, so the first child is not it.
+fn container_init(nspawn: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let ns_pid_1 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .is_some_and(|v| v.split_whitespace().last() == Some("1"));
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            ns_pid_1 && comm.trim() == "systemd"
+        })
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            != Some("Z")
+    })
+}
+
+/// A booted container. Dropping it powers it off through its own init, and kills what is
+/// left on every path (a failed boot or a failed assertion included), so nothing stays running.
 struct Container {
     nspawn: Child,
-    pid: u32,
+    /// The container's init, once found.
+    pid: Option<u32>,
     root: PathBuf,
+    log: PathBuf,
 }
 
 impl Container {
@@ -87,43 +119,57 @@ impl Container {
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
             .spawn()
             .expect("systemd-nspawn (systemd-container)");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let pid = loop {
-            let children = std::fs::read_to_string(format!(
-                "/proc/{}/task/{}/children",
-                nspawn.id(),
-                nspawn.id()
-            ))
-            .unwrap_or_default();
-            if let Some(p) = children
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-            {
-                break p;
+        let mut c = Container {
+            nspawn,
+            pid: None,
+            root: root.to_path_buf(),
+            log: log.to_path_buf(),
+        };
+        // Generous: a loaded machine (the bench running beside the tests) boots slowly.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while c.pid.is_none() {
+            if let Ok(Some(status)) = c.nspawn.try_wait() {
+                panic!(
+                    "systemd-nspawn exited ({status}) before the container booted{}",
+                    c.output()
+                );
             }
             assert!(
                 Instant::now() < deadline,
-                "nspawn did not start: {}",
-                std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+                "no container init appeared{}",
+                c.output()
             );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let c = Container {
-            nspawn,
-            pid,
-            root: root.to_path_buf(),
-        };
-        c.wait_for(Duration::from_secs(90), "systemd to finish booting", || {
-            let s = stdout(&c.sh("systemctl is-system-running"));
-            matches!(s.trim(), "running" | "degraded")
-        });
+            c.pid = container_init(c.nspawn.id());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.wait_for(
+            Duration::from_secs(180),
+            "systemd to finish booting",
+            || {
+                let s = stdout(&c.sh("systemctl is-system-running"));
+                matches!(s.trim(), "running" | "degraded")
+            },
+        );
         c
     }
 
+    /// What the container said: the journal (when it can be asked) and nspawn's console.
+    fn output(&self) -> String {
+        let journal = match self.pid.filter(|p| alive(*p)) {
+            Some(_) => stdout(&self.sh("journalctl -n 80 --no-pager")),
+            None => "(no running container to ask)".into(),
+        };
+        format!(
+            "\njournal:\n{journal}\nconsole:\n{}\nnspawn:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+            std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
+        )
+    }
+
     fn exec(&self, args: &[&str]) -> Output {
+        let pid = self.pid.expect("the container has booted");
         Command::new("nsenter")
-            .args(["-t", &self.pid.to_string(), "-a", "--"])
+            .args(["-t", &pid.to_string(), "-a", "--"])
             .args(args)
             .output()
             .unwrap()
@@ -138,10 +184,10 @@ impl Container {
         let o = self.sh(script);
         assert!(
             o.status.success(),
-            "in the container: {script}\nstdout: {}\nstderr: {}\njournal: {}",
+            "in the container: {script}\nstdout: {}\nstderr: {}{}",
             stdout(&o),
             stderr(&o),
-            stdout(&self.sh("journalctl -n 60 --no-pager"))
+            self.output()
         );
         stdout(&o)
     }
@@ -158,8 +204,8 @@ impl Container {
         while !f() {
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}; journal: {}",
-                stdout(&self.sh("journalctl -n 60 --no-pager"))
+                "timed out waiting for {what}{}",
+                self.output()
             );
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -168,18 +214,99 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = self.sh("systemctl poweroff");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.nspawn.try_wait() {
-                break;
+        if let Some(pid) = self.pid.filter(|p| alive(*p)) {
+            let _ = self.sh("systemctl poweroff");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && alive(pid) {
+                if let Ok(Some(_)) = self.nspawn.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            // Killing a PID namespace's init kills everything in it.
+            if alive(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // An init that never showed itself: kill whatever nspawn started.
+        if let Ok(children) =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.nspawn.id()))
+        {
+            for p in children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
         let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// Containers boot one at a time: nspawn and the cgroup cleanup are machine-wide.
+static ONE_CONTAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// An overlay on the cached tree (so the cache stays clean), unmounted when dropped.
+struct OverlayRoot {
+    path: PathBuf,
+}
+
+impl OverlayRoot {
+    fn new(dir: &Path) -> OverlayRoot {
+        let base = base_tree();
+        let (upper, work, root) = (dir.join("upper"), dir.join("work"), dir.join("root"));
+        for d in [&upper, &work, &root] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        nix::mount::mount(
+            Some("overlay"),
+            &root,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(
+                format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    base.display(),
+                    upper.display(),
+                    work.display()
+                )
+                .as_str(),
+            ),
+        )
+        .unwrap();
+        OverlayRoot { path: root }
+    }
+}
+
+impl Drop for OverlayRoot {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_test_that_fails_mid_way_leaves_no_container_running() {
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let env = Env::new();
+    let root = OverlayRoot::new(env.path());
+    let seen = std::sync::Mutex::new(None);
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let c = Container::boot(&root.path, &env.path().join("nspawn.log"));
+        *seen.lock().unwrap() = Some((c.nspawn.id(), c.pid.unwrap()));
+        c.ok("false");
+    }));
+    assert!(failed.is_err(), "the inner check fails on purpose");
+    let (nspawn, init) = seen.into_inner().unwrap().expect("the container booted");
+    assert!(!alive(nspawn), "systemd-nspawn {nspawn} is gone");
+    assert!(!alive(init), "the container's init {init} is gone");
 }
 
 const FLEETD_C: &str = r#"
@@ -286,32 +413,9 @@ fn units_under_a_real_systemd() {
     );
     push(&reg.url(), "coreos/fleet", "v1-test", &fleet);
 
-    // The container's root: an overlay on the cached tree, so the cache stays clean.
-    let base = base_tree();
-    let (upper, work, root) = (
-        env.path().join("upper"),
-        env.path().join("work"),
-        env.path().join("root"),
-    );
-    for d in [&upper, &work, &root] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    nix::mount::mount(
-        Some("overlay"),
-        &root,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(
-            format!(
-                "lowerdir={},upperdir={},workdir={}",
-                base.display(),
-                upper.display(),
-                work.display()
-            )
-            .as_str(),
-        ),
-    )
-    .unwrap();
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let overlay = OverlayRoot::new(env.path());
+    let root = overlay.path.clone();
     install(
         &root,
         "/opt/bin/skiff",

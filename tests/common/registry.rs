@@ -5,6 +5,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The TCP ports on 127.0.0.1 that process `pid` itself listens on (its socket inodes matched
+/// against /proc/net/tcp).
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            let (addr, port) = local.split_once(':')?;
+            (*state == "0A" && addr == "0100007F" && inodes.iter().any(|i| i == *inode))
+                .then(|| u16::from_str_radix(port, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -34,11 +65,15 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry over `storage` (which several registries may share: one open for
     /// pushing, another with auth or TLS for pulling).
+    /// It binds a port of its own choosing (`:0`), so no other listener can be taken for it.
     pub fn start(dir: &Path, storage: &Path, config: Config) -> Registry {
-        Self::start_on(dir, storage, config, free_port())
+        Self::start_on(dir, storage, config, 0)
     }
 
+    /// Starts a registry on `port` (0: any free one).
     pub fn start_on(dir: &Path, storage: &Path, config: Config, port: u16) -> Registry {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::fs::create_dir_all(dir).unwrap();
         let mut yml = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
@@ -64,9 +99,9 @@ impl Registry {
             );
         }
         yml += "compatibility:\n  schema1:\n    enabled: true\n";
-        let cfg = dir.join(format!("registry-{port}.yml"));
+        let cfg = dir.join(format!("registry-{n}.yml"));
         std::fs::write(&cfg, yml).unwrap();
-        let log = dir.join(format!("registry-{port}.log"));
+        let log = dir.join(format!("registry-{n}.log"));
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
@@ -74,7 +109,7 @@ impl Registry {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("docker-registry is installed (.ci/run installs it)");
-        let reg = Registry {
+        let mut reg = Registry {
             child,
             port,
             storage: storage.to_path_buf(),
@@ -82,21 +117,31 @@ impl Registry {
             config,
             dir: dir.to_path_buf(),
         };
-        reg.wait_ready();
+        reg.port = reg.wait_ready(port);
         reg
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Waits until this registry's own process listens (on `port`, or on the one it chose),
+    /// and returns that port; fails at once, with its log, if it exits.
+    fn wait_ready(&mut self, port: u16) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "registry exited ({status}): {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
-            std::thread::sleep(Duration::from_millis(50));
+            if let Some(p) = listening_ports(self.child.id())
+                .into_iter()
+                .find(|p| port == 0 || *p == port)
+            {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "registry on {} did not start: {}",
-            self.port,
+            "registry did not start listening: {}",
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
     }
