@@ -74,6 +74,10 @@ pub struct Profile {
     pub user_default: Option<String>,
     #[serde(default)]
     pub data_dir: Option<DataDir>,
+    /// The program reads `PREFIX_X` as its flag `--x` and refuses to get both (etcd 3.4+):
+    /// such variables are dropped when the command line has the flag.
+    #[serde(default)]
+    pub env_flags: bool,
 }
 
 fn builtin(name: &str) -> Option<&'static str> {
@@ -158,6 +162,8 @@ pub struct Resolved {
     pub exec: Option<String>,
     pub user: Option<(u32, u32)>,
     pub data_dir: Option<(PathBuf, String)>,
+    /// The prefix whose variables the program also reads as flags (see `Profile::env_flags`).
+    pub flag_env_prefix: Option<String>,
 }
 
 impl Profile {
@@ -232,6 +238,7 @@ impl Profile {
             exec: self.exec.clone(),
             user,
             data_dir,
+            flag_env_prefix: self.env_flags.then(|| self.prefix.clone()),
         })
     }
 }

@@ -117,6 +117,7 @@ impl RunArgs {
                 uts: self.uts == "private",
                 hostname: self.hostname.clone(),
             },
+            flag_env_prefix: None,
         }
     }
 }
@@ -235,5 +236,6 @@ fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) -
     if opts.user.is_none() {
         opts.user = p.user.map(|(u, g)| format!("{u}:{g}"));
     }
+    opts.flag_env_prefix = p.flag_env_prefix;
     Ok(())
 }

@@ -113,6 +113,40 @@ pub fn environment(
     Ok(env)
 }
 
+/// The flag a `PREFIX_X_Y` variable also arrives as: `--x-y` (etcd's rule: dashes for
+/// underscores, lower case).
+fn flag_of(var: &str, prefix: &str) -> Option<String> {
+    let rest = var.strip_prefix(prefix)?.strip_prefix('_')?;
+    (!rest.is_empty()).then(|| rest.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// Drops every `PREFIX_X` variable whose flag `--x` (or Go's `-x`, with or without `=value`)
+/// is on the command line: etcd 3.4+ exits when a setting arrives both ways. Returns the names
+/// dropped, for the log.
+pub fn drop_shadowed(
+    env: &mut Vec<(String, String)>,
+    prefix: &str,
+    argv: &[String],
+) -> Vec<String> {
+    let on_command_line = |flag: &str| {
+        argv.iter().skip(1).any(|a| {
+            let name = a.strip_prefix("--").or_else(|| a.strip_prefix('-'));
+            name.is_some_and(|n| {
+                n == flag || n.strip_prefix(flag).is_some_and(|r| r.starts_with('='))
+            })
+        })
+    };
+    let mut dropped = Vec::new();
+    env.retain(|(k, _)| match flag_of(k, prefix) {
+        Some(flag) if on_command_line(&flag) => {
+            dropped.push(k.clone());
+            false
+        }
+        _ => true,
+    });
+    dropped
+}
+
 /// Finds the program as the payload's PATH would (called inside the new root).
 pub fn lookup(argv0: &str, env: &[(String, String)]) -> Result<PathBuf, RunError> {
     let is_exec = |p: &Path| {
@@ -305,6 +339,43 @@ mod tests {
             command(&cfg(&[], &[]), None, None, &[]),
             Err(RunError::NoCommand)
         ));
+    }
+
+    #[test]
+    fn variables_a_flag_also_sets_are_dropped() {
+        let argv: Vec<String> = [
+            "/usr/local/bin/etcd",
+            "--name",
+            "n1",
+            "--data-dir=/d",
+            "-initial-cluster-state=new",
+            "--listen-client-urls-x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut env: Vec<(String, String)> = [
+            ("ETCD_NAME", "e"),
+            ("ETCD_DATA_DIR", "/var/lib/etcd"),
+            ("ETCD_INITIAL_CLUSTER_STATE", "existing"),
+            ("ETCD_LISTEN_CLIENT_URLS", "http://x"),
+            ("ETCD_", "odd"),
+            ("ETCDX", "y"),
+            ("PATH", "/bin"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let dropped = drop_shadowed(&mut env, "ETCD", &argv);
+        assert_eq!(
+            dropped,
+            ["ETCD_NAME", "ETCD_DATA_DIR", "ETCD_INITIAL_CLUSTER_STATE"]
+        );
+        let kept: Vec<_> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kept, ["ETCD_LISTEN_CLIENT_URLS", "ETCD_", "ETCDX", "PATH"]);
+        // The program's own name is not a flag.
+        let mut env = vec![("ETCD_NAME".to_string(), "x".to_string())];
+        assert!(drop_shadowed(&mut env, "ETCD", &["--name".to_string()]).is_empty());
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct Options {
     pub cap_add: Vec<String>,
     pub no_new_privs: bool,
     pub isolation: Isolation,
+    /// A profile's variable prefix (etcd's `ETCD`): a `PREFIX_X` the command line also sets as
+    /// `--x` is dropped before the exec.
+    pub flag_env_prefix: Option<String>,
 }
 
 /// What the pure half of `run` decided, before any namespace exists.
@@ -265,6 +268,11 @@ fn become_payload(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
         user::resolve(&spec, &read("/etc/passwd"), &read("/etc/group")).map_err(RunError::User)?;
     let inherited = opts.inherit_env.then(|| std::env::vars().collect());
     let mut env = exec::environment(&p.config.env, inherited, &p.env_items, &host_var)?;
+    if let Some(prefix) = &opts.flag_env_prefix {
+        for var in exec::drop_shadowed(&mut env, prefix, &p.argv) {
+            tracing::info!(variable = %var, "dropping an environment variable the command line also sets as a flag");
+        }
+    }
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push((
             "HOME".into(),

@@ -2,6 +2,7 @@
 //! the skiff binary.
 #![allow(dead_code)]
 
+pub mod container;
 pub mod image;
 pub mod pki;
 pub mod proxy;
@@ -188,4 +189,39 @@ pub fn static_c(dir: &Path, name: &str, source: &str) -> Vec<u8> {
             .arg(&src),
     );
     std::fs::read(out).unwrap()
+}
+
+/// An image with Debian's etcd (etcd-server) and the libc it links, on busybox.
+pub fn etcd_image(cmd: &[&str]) -> Image {
+    let file = |host: &str, inside: &str| {
+        Entry::File(
+            inside.into(),
+            std::fs::read(host).unwrap_or_else(|e| panic!("{host}: {e}")),
+            0o755,
+        )
+    };
+    let layer = busybox_layer(&[
+        Entry::Dir("usr", 0o755),
+        Entry::Dir("usr/local", 0o755),
+        Entry::Dir("usr/local/bin", 0o755),
+        Entry::Dir("lib", 0o755),
+        Entry::Dir("lib/x86_64-linux-gnu", 0o755),
+        Entry::Dir("lib64", 0o755),
+        Entry::Dir("var", 0o755),
+        Entry::Dir("var/lib", 0o755),
+        Entry::Dir("var/lib/etcd", 0o700),
+        file("/usr/bin/etcd", "usr/local/bin/etcd"),
+        file(
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        file("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+    ]);
+    build(
+        &[layer],
+        &Spec {
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            ..Spec::default()
+        },
+    )
 }

@@ -1,0 +1,112 @@
+//! The README's first command on the machines a new user has: a booted Debian 12 on which
+//! `scripts/deps` installs Debian's docker-registry (whose packaged service starts at once and
+//! holds :5000), and a host where another listener holds :5000. `scripts/demo` must pass on
+//! both the first time, leave the other listener alone, and leave nothing of its own running.
+
+mod common;
+use common::container::*;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn checkout() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The demo builds into its own target dir, so it never waits for the test's own cargo.
+fn demo_target() -> PathBuf {
+    checkout().join(".cache/demo-target")
+}
+
+fn registries_running() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "docker-registry")
+        })
+        .collect()
+}
+
+fn assert_greeted(out: &str) {
+    assert!(
+        out.contains("hello from skiff demo (busybox), pid") && out.contains("args: one two"),
+        "{out}"
+    );
+    assert!(out.contains("args: offline"), "the offline start: {out}");
+}
+
+#[test]
+fn demo_passes_while_another_listener_holds_5000() {
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    // Ours, if :5000 is free; if something already holds it, that is the case under test too.
+    let holder = std::net::TcpListener::bind("127.0.0.1:5000").ok();
+    let before = registries_running();
+    let out = std::process::Command::new(checkout().join("scripts/demo"))
+        .env("CARGO_TARGET_DIR", demo_target())
+        .env_remove("SKIFF_DEMO_PORT")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "scripts/demo failed:\n{text}");
+    assert_greeted(&text);
+    assert!(
+        !text.contains("127.0.0.1:5000/"),
+        "the demo used :5000: {text}"
+    );
+    if let Some(l) = &holder {
+        assert!(l.local_addr().is_ok(), "the other listener is untouched");
+    }
+    assert_eq!(registries_running(), before, "the demo's registry is gone");
+}
+
+#[test]
+fn demo_passes_on_a_booted_debian_whose_registry_service_holds_5000() {
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let env = Env::new();
+    let root = OverlayRoot::new(env.path());
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{home}/.cargo"));
+    let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{home}/.rustup"));
+    // The checkout and the toolchain at the same paths inside, as on a machine set up by hand.
+    let binds: Vec<String> = [checkout().to_str().unwrap(), &cargo_home, &rustup_home]
+        .iter()
+        .map(|p| format!("--bind={p}"))
+        .collect();
+    for p in [&cargo_home, &rustup_home] {
+        std::fs::create_dir_all(root.path.join(p.trim_start_matches('/'))).unwrap();
+    }
+    let c = Container::boot_with(&root.path, &env.path().join("nspawn.log"), &binds);
+    let envs = format!(
+        "export HOME={home} CARGO_HOME={cargo_home} RUSTUP_HOME={rustup_home} PATH={cargo_home}/bin:/usr/sbin:/usr/bin:/sbin:/bin CARGO_TARGET_DIR={}",
+        demo_target().display()
+    );
+    let dir = checkout().display();
+    // What a new user's machine does first: the packaged registry service starts and takes :5000.
+    c.ok(&format!("{envs}; cd {dir} && scripts/deps"));
+    c.wait_for(
+        Duration::from_secs(60),
+        "docker-registry.service on :5000",
+        || {
+            c.prop("docker-registry.service", "ActiveState") == "active"
+                && stdout(&c.sh("ss -Hltn")).contains(":5000 ")
+        },
+    );
+    let service = c.prop("docker-registry.service", "MainPID");
+    let out = c.ok(&format!("{envs}; cd {dir} && scripts/demo 2>&1"));
+    assert_greeted(&out);
+    assert_eq!(
+        c.prop("docker-registry.service", "MainPID"),
+        service,
+        "the packaged service is left as it was"
+    );
+    let left = stdout(&c.sh("pgrep -x docker-registry"));
+    assert_eq!(
+        left.trim(),
+        service,
+        "only the service's registry runs: {left}"
+    );
+}
