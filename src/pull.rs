@@ -5,10 +5,10 @@
 //! and with `--pull=missing` a registry that cannot be reached falls back to the cached answer.
 
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
+use crate::logging::now;
 use crate::manifest::{
     self, Config, Descriptor, Document, Layer, ManifestError, Platform, RuntimeConfig,
 };
@@ -16,12 +16,16 @@ use crate::reference::{Digest, Reference};
 use crate::registry::{Client, RegistryError, Repo};
 use crate::store::{Begin, IndexEntry, Store, StoreError};
 
+/// When to ask the registry, as `podman run --pull` means it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PullPolicy {
-    /// Always ask the registry; fail when it cannot be reached.
+    /// Always ask the registry what the reference means; fail when it cannot be reached.
     Always,
-    /// Ask the registry for tags, fetch what is missing; offline, use the store.
+    /// Use the store when it has the image (no network at all); pull only what is absent.
     Missing,
+    /// Ask the registry what a tag means now; if it cannot answer within the registry budget,
+    /// use the store (with a warning).
+    Newer,
     /// Never touch the network; the image must be in the store.
     Never,
 }
@@ -306,12 +310,6 @@ pub trait Progress: Sync {
     fn finish(&self, digest: &Digest);
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The key a reference is filed under in the store index: its tag, or the whole reference
 /// when it is pinned without one.
 pub fn index_key(r: &Reference) -> String {
@@ -357,47 +355,62 @@ pub fn pull(
                 (None, Some(c)) => c.digest.clone(),
                 (None, None) => return Err(not_in_store(&name, store)),
             };
-            let src = Source::Offline(store);
-            let top = src.manifest_by_digest(&name, &digest, None, false)?;
-            let img = resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?;
-            if let Some(l) = img.layers.iter().find(|l| !store.has_blob(&l.blob.digest)) {
-                return Err(PullError::NotInStore {
-                    reference: format!("layer {} of {name}", l.blob.digest),
-                    root: store.root().display().to_string(),
-                    hint: "; pull it first, or run with --pull=missing",
-                });
-            }
             return Ok(Pulled {
-                image: img,
+                image: load_complete(store, &name, &digest, req)?,
                 entry: None,
             });
         }
+        // A digest's documents never change: the store serves what it holds, the registry
+        // the rest (every document, and under `always` the manifest too).
         (Some(d), policy) => {
             let src = Source::Online(store, client.repo(r));
             let top = src.manifest_by_digest(&name, d, None, policy == PullPolicy::Always)?;
             resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?
         }
-        (None, policy) => match resolve_tag(store, client, req) {
-            Ok(img) => {
+        (None, PullPolicy::Missing) => match cached
+            .as_ref()
+            .map(|c| load_complete(store, &name, &c.digest, req))
+        {
+            // In the store: no network at all, not even a HEAD.
+            Some(Ok(image)) => return Ok(Pulled { image, entry: None }),
+            Some(Err(e)) => {
+                tracing::info!(reference = %name, error = %crate::logging::chain(&e), "the store's copy is incomplete; pulling");
                 confirmed = true;
-                img
+                resolve_online(client, store, req)?
             }
-            Err(e) if policy == PullPolicy::Missing && is_unreachable(&e) => {
-                let Some(c) = cached.clone() else {
-                    return Err(PullError::Offline {
-                        registry: r.registry().to_string(),
-                        reference: name,
-                        cause: Box::new(e),
-                    });
-                };
-                tracing::warn!(reference = %name, error = %crate::logging::chain(&e), digest = %c.digest, resolved = c.resolved,
-                    "registry unreachable; using the cached resolution");
-                let src = Source::Offline(store);
-                let top = src.manifest_by_digest(&name, &c.digest, None, false)?;
-                resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?
+            None => {
+                confirmed = true;
+                resolve_online(client, store, req)?
             }
-            Err(e) => return Err(e),
         },
+        (None, PullPolicy::Newer) if cached.is_some() => {
+            // The store can serve, so the registry gets a bounded time to answer.
+            match client.within_budget(|| resolve_tag(store, client, req)) {
+                Ok(img) => {
+                    confirmed = true;
+                    img
+                }
+                Err(e) if is_unreachable(&e) => {
+                    let Some(c) = &cached else {
+                        return Err(e);
+                    };
+                    tracing::warn!(reference = %name, registry = %r.registry(), error = %crate::logging::chain(&e),
+                        digest = %c.digest, resolved = %crate::logging::rfc3339(c.resolved),
+                        age = %crate::logging::ago(c.resolved, now()),
+                        "registry unreachable; using the cached resolution");
+                    load_complete(store, &name, &c.digest, req)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        (None, PullPolicy::Newer) => {
+            confirmed = true;
+            resolve_online(client, store, req)?
+        }
+        (None, PullPolicy::Always) => {
+            confirmed = true;
+            resolve_tag(store, client, req)?
+        }
     };
     fetch_layers(store, client, r, &image, req.max_parallel, progress)?;
     let unchanged = cached
@@ -417,6 +430,21 @@ pub fn pull(
     Ok(Pulled {
         image,
         entry: Some((key, entry)),
+    })
+}
+
+/// Resolves a tag the store has no usable copy of; "unreachable" says there is none.
+fn resolve_online(client: &Client, store: &Store, req: &Request) -> Result<Image, PullError> {
+    resolve_tag(store, client, req).map_err(|e| {
+        if is_unreachable(&e) {
+            PullError::Offline {
+                registry: req.reference.registry().to_string(),
+                reference: req.reference.to_string(),
+                cause: Box::new(e),
+            }
+        } else {
+            e
+        }
     })
 }
 
@@ -444,15 +472,28 @@ fn resolve_tag(store: &Store, client: &Client, req: &Request) -> Result<Image, P
 
 /// Errors that mean "the registry could not be reached", as opposed to "it said no".
 fn is_unreachable(e: &PullError) -> bool {
-    let PullError::Registry(e) = e else {
-        return false;
-    };
-    match e.as_ref() {
-        RegistryError::Transport { .. } | RegistryError::Read { .. } => true,
-        RegistryError::Status { status, .. } => status.is_server_error() || status.as_u16() == 429,
-        RegistryError::AllEndpoints { .. } => true,
-        _ => false,
+    matches!(e, PullError::Registry(e) if e.is_unreachable())
+}
+
+/// An image from the store alone, with every layer blob present: what `never` runs and what
+/// `missing`/`newer` fall back to.
+fn load_complete(
+    store: &Store,
+    name: &str,
+    digest: &Digest,
+    req: &Request,
+) -> Result<Image, PullError> {
+    let src = Source::Offline(store);
+    let top = src.manifest_by_digest(name, digest, None, false)?;
+    let img = resolve_document(&src, name, top, &req.platform, req.platform_explicit)?;
+    if let Some(l) = img.layers.iter().find(|l| !store.has_blob(&l.blob.digest)) {
+        return Err(PullError::NotInStore {
+            reference: format!("layer {} of {name}", l.blob.digest),
+            root: store.root().display().to_string(),
+            hint: "; pull it first, or run with --pull=missing",
+        });
     }
+    Ok(img)
 }
 
 /// Downloads the layer blobs the store lacks, in parallel (bounded).

@@ -194,8 +194,16 @@ fn pull_policies_and_offline_boot() {
     assert!(err.contains("not in the store"), "{err}");
     ok(env.skiff(&["pull", &r]));
     reg.stop();
-    // The registry is gone, as on a host that rebooted offline.
-    let o = env.skiff(&["pull", "--pull=missing", "--retries=0", &r]);
+    // The registry is gone, as on a host that rebooted offline: `missing` uses the store
+    // without asking; `newer` asks, and falls back at once on a refused connection.
+    let o = env.skiff(&["pull", "--pull=missing", &r]);
+    assert!(
+        !stderr(&o).contains("127.0.0.1"),
+        "no request: {}",
+        stderr(&o)
+    );
+    assert_eq!(ok(o).trim(), img.digest());
+    let o = env.skiff(&["pull", "--pull=newer", &r]);
     assert!(
         stderr(&o).contains("using the cached resolution"),
         "{}",

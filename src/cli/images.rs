@@ -12,19 +12,6 @@ use crate::reference::{Digest, Reference};
 use crate::store::Store;
 use crate::unpack;
 
-fn ago(then: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let s = now.saturating_sub(then);
-    match s {
-        0..=59 => format!("{s} seconds ago"),
-        60..=3599 => format!("{} minutes ago", s / 60),
-        3600..=86399 => format!("{} hours ago", s / 3600),
-        _ => format!("{} days ago", s / 86400),
-    }
-}
-
 fn human(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
     let mut v = n as f64;
@@ -64,7 +51,7 @@ pub fn list(store: &Store, as_json: bool) -> Result<()> {
             &e.digest.to_string()[..19],
             e.platform,
             human(e.size),
-            ago(e.resolved)
+            crate::logging::ago(e.resolved, crate::logging::now())
         );
     }
     Ok(())

@@ -76,6 +76,10 @@ pub struct RegistryArgs {
     /// A download that sends nothing for this many seconds is cut (then resumed or retried).
     #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
     pub stall_timeout: u64,
+    /// The total time (connecting, retries and waits together) the registry gets when the
+    /// store can serve instead (--pull=newer), and a mirror gets before the next endpoint.
+    #[arg(long, global = true, default_value_t = 5.0, value_name = "SECONDS")]
+    pub registry_timeout: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -103,7 +107,10 @@ pub struct ImageArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct PullArgs {
-    /// always: ask the registry; missing: ask for tags, use the store when offline; never: store only.
+    /// missing: use the store when it has the image, pull otherwise (no network for a stored
+    /// image); newer: ask the registry what a tag means now, and use the store if it does not
+    /// answer within --registry-timeout; always: ask the registry, fail if it cannot be reached;
+    /// never: the store only.
     #[arg(long, value_enum, default_value = "missing")]
     pub pull: PullPolicy,
     /// Layers downloaded at once.
@@ -249,6 +256,8 @@ impl RegistryArgs {
             mirrors,
             retries: self.retries,
             stall_timeout: std::time::Duration::from_secs(self.stall_timeout.max(1)),
+            budget: std::time::Duration::try_from_secs_f64(self.registry_timeout.max(0.1))
+                .context("--registry-timeout")?,
             ..registry::Options::default()
         }))
     }
@@ -337,9 +346,9 @@ pub fn pull_image(
             .with_context(|| format!("flattening {r}"))?;
     }
     // Only a complete image is listed: a layer refused above leaves the index as it was.
-    Ok(pulled
+    pulled
         .record(store)
-        .with_context(|| format!("recording {r} in the store index"))?)
+        .with_context(|| format!("recording {r} in the store index"))
 }
 
 /// The exit status for an error that ended skiff before any payload ran: 125 (as podman and

@@ -25,6 +25,7 @@ use crate::store::StoreError;
 use auth::{Challenge, Credentials, TokenCache};
 
 const MAX_ERROR_BODY: u64 = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_TOKEN_BODY: u64 = 1 << 20;
 
 #[derive(Debug, Error)]
@@ -68,6 +69,46 @@ pub enum RegistryError {
     },
     #[error("every endpoint failed for {what}: {}", .errors.join("; "))]
     AllEndpoints { what: String, errors: Vec<String> },
+    #[error("GET {url}: no answer within the registry budget of {budget:?} (--registry-timeout)")]
+    OutOfTime { url: String, budget: Duration },
+}
+
+impl RegistryError {
+    /// Whether the registry could not be reached (as opposed to answering "no").
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            RegistryError::Transport { .. }
+            | RegistryError::Read { .. }
+            | RegistryError::OutOfTime { .. }
+            | RegistryError::AllEndpoints { .. } => true,
+            RegistryError::Status { status, .. } => {
+                status.is_server_error() || status.as_u16() == 429
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether a connection failed in a way no wait can mend soon: refused, no route, or a name
+/// that does not resolve. Timeouts (dropped packets) are not among them.
+fn fails_at_once(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        if c.to_string().contains("dns error") {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn body_suffix(body: &str) -> String {
@@ -98,6 +139,9 @@ pub struct Options {
     pub backoff: Duration,
     /// A read that stalls this long fails (and is retried or resumed).
     pub stall_timeout: Duration,
+    /// The time a registry gets when the store can serve instead (`--pull=newer` with a cached
+    /// resolution), or a mirror gets before the next endpoint is tried (`--registry-timeout`).
+    pub budget: Duration,
 }
 
 impl Default for Options {
@@ -112,6 +156,7 @@ impl Default for Options {
             retries: 4,
             backoff: Duration::from_millis(250),
             stall_timeout: Duration::from_secs(60),
+            budget: Duration::from_secs(5),
         }
     }
 }
@@ -139,6 +184,8 @@ struct State {
     scheme: HashMap<String, Scheme>,
     tokens: TokenCache,
     basic: HashMap<String, String>,
+    /// While set, requests to the image's own registry end by then (see `within_budget`).
+    deadline: Option<Instant>,
 }
 
 pub struct Client {
@@ -151,6 +198,11 @@ pub struct Repo<'c> {
     client: &'c Client,
     repository: String,
     endpoints: Vec<Endpoint>,
+}
+
+/// Whether a wait still leaves time under a deadline (always, without one).
+fn fits(wait: Duration, remaining: Option<Duration>) -> bool {
+    remaining.is_none_or(|r| wait < r)
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -196,19 +248,32 @@ impl Client {
         }
     }
 
+    /// Runs `f` with the registry budget: every request ends by then, and a connection that is
+    /// refused, unroutable or unresolvable fails at once instead of being retried.
+    pub fn within_budget<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.lock().deadline = Some(Instant::now() + self.opts.budget);
+        let out = f();
+        self.lock().deadline = None;
+        out
+    }
+
+    pub fn budget(&self) -> Duration {
+        self.opts.budget
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves only caches behind; they stay usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn http(&self, host: &str) -> Result<Http, RegistryError> {
+    fn http(&self, host: &str, connect: Duration) -> Result<Http, RegistryError> {
         if let Some(c) = self.lock().http.get(host) {
             return Ok(c.clone());
         }
         let mut b = Http::builder()
             .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
             .timeout(self.opts.stall_timeout)
-            .connect_timeout(Duration::from_secs(15));
+            .connect_timeout(connect);
         let mut cas = self.opts.tls_ca.clone();
         cas.extend(host_cas(&self.opts.certs_dir.join(host))?);
         for path in cas {
@@ -264,7 +329,20 @@ impl Client {
         scope: &str,
         headers: &[(reqwest::header::HeaderName, String)],
     ) -> Result<(String, Response), RegistryError> {
-        let http = self.http(&ep.host)?;
+        // A mirror that does not answer gets the budget, then the next endpoint is tried.
+        let connect = if ep.upstream {
+            CONNECT_TIMEOUT
+        } else {
+            self.opts.budget.min(CONNECT_TIMEOUT)
+        };
+        let http = self.http(&ep.host, connect)?;
+        // Under a budget (or for a mirror, which the next endpoint can stand in for), waiting
+        // is bounded and hopeless failures are not retried.
+        let deadline = if ep.upstream {
+            self.lock().deadline
+        } else {
+            Some(Instant::now() + self.opts.budget)
+        };
         let mut attempt = 0;
         loop {
             let scheme = self.scheme(&ep.host);
@@ -277,7 +355,19 @@ impl Client {
                 },
                 ep.host
             );
+            let remaining = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                Some(r) if r.is_zero() => {
+                    return Err(RegistryError::OutOfTime {
+                        url,
+                        budget: self.opts.budget,
+                    })
+                }
+                r => r,
+            };
             let mut req = http.get(&url);
+            if let Some(r) = remaining {
+                req = req.timeout(r);
+            }
             for (k, v) in headers {
                 req = req.header(k, v);
             }
@@ -288,10 +378,11 @@ impl Client {
                 Ok(r)
                     if (r.status() == StatusCode::TOO_MANY_REQUESTS
                         || r.status().is_server_error())
-                        && attempt < self.opts.retries =>
+                        && attempt < self.opts.retries
+                        && fits(self.backoff(attempt, Some(&r)), remaining) =>
                 {
                     let wait = self.backoff(attempt, Some(&r));
-                    tracing::warn!(%url, status = %r.status(), ?wait, "registry error, retrying");
+                    tracing::warn!(%url, status = %r.status(), ?wait, "registry error; waiting, then asking again");
                     std::thread::sleep(wait);
                 }
                 Ok(r) => return Ok((url, r)),
@@ -302,11 +393,19 @@ impl Client {
                 }
                 Err(e)
                     if attempt < self.opts.retries
-                        && (e.is_connect() || e.is_timeout() || e.is_request()) =>
+                        && (e.is_connect() || e.is_timeout() || e.is_request())
+                        && !(deadline.is_some() && fails_at_once(&e))
+                        && fits(self.backoff(attempt, None), remaining) =>
                 {
                     let wait = self.backoff(attempt, None);
-                    tracing::warn!(%url, error = %crate::logging::chain(&e), ?wait, "connection failed, retrying");
+                    tracing::warn!(%url, error = %crate::logging::chain(&e), ?wait, "connection failed; waiting, then trying again");
                     std::thread::sleep(wait);
+                }
+                Err(e) if e.is_timeout() && deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(RegistryError::OutOfTime {
+                        url,
+                        budget: self.opts.budget,
+                    })
                 }
                 Err(source) => return Err(RegistryError::Transport { url, source }),
             }
@@ -394,7 +493,7 @@ impl Client {
             (Some(h), None) => h.to_string(),
             _ => return Err(err(format!("realm {realm:?} has no host"))),
         };
-        let http = self.http(&realm_host)?;
+        let http = self.http(&realm_host, CONNECT_TIMEOUT)?;
         let mut req = http.get(url.clone());
         if let Some(c) = creds {
             req = req.header(AUTHORIZATION, c.basic_header());

@@ -13,6 +13,56 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub use image::*;
+
+/// A network namespace of the test's own with only loopback up: a host whose routes the test
+/// controls (packets to a port can be dropped, as a firewall or a dead link drops them).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("skiff-test-{}-{n}", std::process::id());
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> Output {
+        run_ok(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(args),
+        )
+    }
+
+    /// Drops every packet to `port` on loopback: SYNs go unanswered, as to a blackholed host.
+    pub fn blackhole(&self, port: u16) {
+        let p = port.to_string();
+        self.ok(&[
+            "iptables", "-I", "INPUT", "-p", "tcp", "--dport", &p, "-j", "DROP",
+        ]);
+    }
+
+    pub fn restore(&self, port: u16) {
+        let p = port.to_string();
+        self.ok(&[
+            "iptables", "-D", "INPUT", "-p", "tcp", "--dport", &p, "-j", "DROP",
+        ]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
 pub use registry::Registry;
 
 pub struct Env {
@@ -47,7 +97,17 @@ impl Env {
     }
 
     pub fn skiff_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        self.skiff_cmd_via(Command::new(env!("CARGO_BIN_EXE_skiff")), args)
+    }
+
+    /// `skiff` run inside a network namespace.
+    pub fn skiff_in(&self, netns: &str, args: &[&str]) -> Command {
+        let mut ip = Command::new("ip");
+        ip.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_skiff")]);
+        self.skiff_cmd_via(ip, args)
+    }
+
+    fn skiff_cmd_via(&self, mut c: Command, args: &[&str]) -> Command {
         c.arg("--root").arg(&self.root).args(args);
         c.env_remove("REGISTRY_AUTH_FILE")
             .env("HOME", self.path())

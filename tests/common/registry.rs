@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The TCP ports on 127.0.0.1 that process `pid` itself listens on (its socket inodes matched
@@ -21,7 +21,8 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
                 .collect()
         })
         .unwrap_or_default();
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    // The process's own network namespace's table.
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
     table
         .lines()
         .skip(1)
@@ -51,6 +52,8 @@ pub struct Config {
     pub htpasswd: Option<PathBuf>,
     /// (realm URL, root cert bundle) for `auth: token`.
     pub token: Option<(String, PathBuf)>,
+    /// A network namespace to serve from (`ip netns exec NAME`).
+    pub netns: Option<String>,
 }
 
 pub struct Registry {
@@ -102,11 +105,20 @@ impl Registry {
         let cfg = dir.join(format!("registry-{n}.yml"));
         std::fs::write(&cfg, yml).unwrap();
         let log = dir.join(format!("registry-{n}.log"));
-        let child = Command::new("docker-registry")
+        let mut cmd = match &config.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "docker-registry"]);
+                c
+            }
+            None => Command::new("docker-registry"),
+        };
+        let child = cmd
             .arg("serve")
             .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            // The access log (one line a request) goes to stdout; both land in `log`.
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
             .spawn()
             .expect("docker-registry is installed (.ci/run installs it)");
         let mut reg = Registry {
