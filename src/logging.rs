@@ -69,6 +69,22 @@ pub fn ago(then: u64, now: u64) -> String {
     }
 }
 
+/// Bytes for people: `12.6 MB`.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Now, as a Unix time.
 pub fn now() -> u64 {
     std::time::SystemTime::now()

@@ -71,6 +71,13 @@ pub enum PullError {
         root: String,
         hint: &'static str,
     },
+    #[error("not enough space for {reference} in the store at {root}: its missing layers need at least {} (downloaded and unpacked), the filesystem has {} free; free some space (skiff gc, skiff rm) or use a larger --root", crate::logging::human(*.needed), crate::logging::human(*.free))]
+    NoSpace {
+        reference: String,
+        root: String,
+        needed: u64,
+        free: u64,
+    },
     #[error("{registry} cannot be reached and {reference} has no cached resolution: {cause}")]
     Offline {
         registry: String,
@@ -514,9 +521,59 @@ fn fetch_layers(
     if todo.is_empty() {
         return Ok(());
     }
-    crate::parallel::for_each(&todo, max_parallel, |d| {
-        fetch_one(store, &client.repo(r), d, progress)
-    })
+    check_space(store, r, &todo)?;
+    let fetched = std::sync::Mutex::new(Vec::new());
+    let result = crate::parallel::for_each(&todo, max_parallel, |d| {
+        fetch_one(store, &client.repo(r), d, progress, &fetched)
+    });
+    if let Err(e) = &result {
+        if is_no_space(e) {
+            // These bytes cannot become an image on this disk: give the space back, so the
+            // next (smaller) pull fits. No complete image names them.
+            let fetched = fetched.into_inner().unwrap_or_else(|p| p.into_inner());
+            for d in &fetched {
+                if let Err(e) = store.remove_blob(d) {
+                    tracing::warn!(blob = %d, error = %e, "could not remove a blob of the failed pull");
+                }
+            }
+            tracing::warn!(reference = %r, blobs = fetched.len(), "the store's filesystem is full; removed this pull's downloads");
+        }
+    }
+    result
+}
+
+/// Refuses early when the missing layers cannot fit: each needs its compressed size to
+/// download and at least as much again unpacked (layers are rarely smaller unpacked).
+fn check_space(store: &Store, r: &Reference, todo: &[&Descriptor]) -> Result<(), PullError> {
+    let needed: u64 = todo
+        .iter()
+        .filter_map(|d| d.size)
+        .sum::<u64>()
+        .saturating_mul(2);
+    let free = store.free_space()?;
+    if needed > free {
+        return Err(PullError::NoSpace {
+            reference: r.to_string(),
+            root: store.root().display().to_string(),
+            needed,
+            free,
+        });
+    }
+    Ok(())
+}
+
+/// Whether an error comes from a full filesystem (ENOSPC or EDQUOT anywhere in its chain).
+pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn fetch_one(
@@ -524,14 +581,28 @@ fn fetch_one(
     repo: &Repo,
     d: &Descriptor,
     progress: &dyn Progress,
+    fetched: &std::sync::Mutex<Vec<Digest>>,
 ) -> Result<(), PullError> {
     let mut ingest = match store.begin_ingest(&d.digest, d.size)? {
         Begin::Present => return Ok(()),
         Begin::Ingest(i) => i,
     };
     progress.start(&d.digest, d.size, ingest.offset());
-    repo.fetch_blob(d, &mut ingest, &|n| progress.advance(&d.digest, n))?;
+    let result = repo
+        .fetch_blob(d, &mut ingest, &|n| progress.advance(&d.digest, n))
+        .map_err(PullError::from);
+    if let Err(e) = &result {
+        if is_no_space(e) {
+            // A partial that cannot complete on this disk only keeps it full.
+            ingest.discard();
+        }
+    }
+    result?;
     ingest.commit()?;
+    fetched
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(d.digest.clone());
     progress.finish(&d.digest);
     Ok(())
 }

@@ -195,7 +195,7 @@ fn a_full_store_fails_cleanly_and_recovers() {
     let r = format!("{}/full/img:v1", reg.host());
     let err = fails(env.skiff(&["pull", &r]));
     assert!(
-        err.contains("No space left on device") && err.contains(env.root.to_str().unwrap()),
+        err.contains("not enough space") && err.contains(env.root.to_str().unwrap()),
         "{err}"
     );
     // Nothing half-written is visible: every blob present verifies, no layer tree exists.
@@ -298,4 +298,193 @@ fn a_stalled_download_is_cut_kept_and_resumed() {
         "and resumed"
     );
     assert_store_matches(&env, &img);
+}
+
+/// A tmpfs store of `size`, unmounted when dropped.
+struct SmallStore<'a>(&'a Env);
+
+impl<'a> SmallStore<'a> {
+    fn mount(env: &'a Env, size: &str) -> SmallStore<'a> {
+        std::fs::create_dir_all(&env.root).unwrap();
+        run_ok(
+            std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(&env.root),
+        );
+        SmallStore(env)
+    }
+}
+
+impl Drop for SmallStore<'_> {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0.root, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn small_image() -> Image {
+    build(&[tar(&[file("small", b"fits", 0o644)])], &Spec::default())
+}
+
+#[test]
+fn a_pull_bigger_than_the_disk_fails_early_and_a_small_one_then_fits() {
+    let env = Env::new();
+    let reg = env.registry();
+    let big = build(
+        &[tar(&[file("big", &noise(3_000_000, 5), 0o644)])],
+        &Spec::default(),
+    );
+    push(&reg.url(), "disk/big", "v1", &big);
+    push(&reg.url(), "disk/small", "v1", &small_image());
+    let _store = SmallStore::mount(&env, "4m");
+    let err = fails(env.skiff(&["pull", &format!("{}/disk/big:v1", reg.host())]));
+    assert!(
+        err.contains("need at least 6.")
+            && err.contains("free")
+            && err.contains(env.root.to_str().unwrap()),
+        "the message says how much is needed and how much is free: {err}"
+    );
+    assert!(
+        entries(&env.root.join("ingest"))
+            .iter()
+            .all(|n| n.ends_with(".lock")),
+        "nothing downloaded"
+    );
+    ok(env.skiff(&["pull", &format!("{}/disk/small:v1", reg.host())]));
+}
+
+#[test]
+fn a_layer_that_unpacks_bigger_than_the_disk_gives_its_space_back() {
+    let env = Env::new();
+    let reg = env.registry();
+    // 24 MB of zeros: a few kB compressed, so only unpacking finds out.
+    let big = build(
+        &[tar(&[file("zeros", &vec![0u8; 24 << 20], 0o644)])],
+        &Spec::default(),
+    );
+    push(&reg.url(), "disk/zeros", "v1", &big);
+    push(&reg.url(), "disk/small", "v1", &small_image());
+    let _store = SmallStore::mount(&env, "16m");
+    let err = fails(env.skiff(&["pull", &format!("{}/disk/zeros:v1", reg.host())]));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(entries(&env.root.join("layers")).is_empty());
+    assert!(
+        !env.root
+            .join("blobs/sha256")
+            .join(&sha(&big.blobs[0])[7..])
+            .exists(),
+        "the layer blob is given back"
+    );
+    assert!(
+        entries(&env.root.join("tmp"))
+            .iter()
+            .all(|n| n.ends_with(".lock") || n == "run"),
+        "no staging: {:?}",
+        entries(&env.root.join("tmp"))
+    );
+    assert!(!ok(env.skiff(&["images"])).contains("disk/zeros"));
+    ok(env.skiff(&["pull", &format!("{}/disk/small:v1", reg.host())]));
+}
+
+#[test]
+fn a_disk_that_fills_during_a_download_keeps_no_partials() {
+    let env = Env::new();
+    let reg = env.registry();
+    let img = build(
+        &[
+            tar(&[file("one", &noise(1_200_000, 8), 0o644)]),
+            tar(&[file("two", &noise(1_200_000, 9), 0o644)]),
+        ],
+        &Spec::default(),
+    );
+    push(&reg.url(), "disk/fills", "v1", &img);
+    push(&reg.url(), "disk/small", "v1", &small_image());
+    let proxy = Proxy::start(
+        reg.port,
+        Fault::Trickle(64 * 1024, std::time::Duration::from_millis(40)),
+    );
+    let _store = SmallStore::mount(&env, "8m");
+    let child = env
+        .skiff_cmd(&["pull", &format!("{}/disk/fills:v1", proxy.host())])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once a download is under way, something else on the host fills the disk.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let layer_partials: Vec<String> = img
+        .blobs
+        .iter()
+        .map(|b| format!("{}.partial", &sha(b)[7..]))
+        .collect();
+    while !entries(&env.root.join("ingest"))
+        .iter()
+        .any(|n| layer_partials.contains(n))
+    {
+        assert!(std::time::Instant::now() < deadline, "no download started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let filler = env.root.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let out = child.wait_with_output().unwrap();
+    let err = fails(out);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        !entries(&env.root.join("ingest"))
+            .iter()
+            .any(|n| n.ends_with(".partial")),
+        "no partial downloads stay: {:?}",
+        entries(&env.root.join("ingest"))
+    );
+    assert_only_verified_blobs(&env, "after the disk filled");
+    std::fs::remove_file(&filler).unwrap();
+    ok(env.skiff(&["pull", &format!("{}/disk/small:v1", reg.host())]));
+}
+
+#[test]
+fn gc_removes_partials_and_locks_no_one_holds() {
+    let env = Env::new();
+    ok(env.skiff(&["images"]));
+    let ingest = env.root.join("ingest");
+    let (stale, held) = ("a".repeat(64), "b".repeat(64));
+    for h in [&stale, &held] {
+        std::fs::write(ingest.join(format!("{h}.partial")), vec![1u8; 4096]).unwrap();
+        std::fs::write(ingest.join(format!("{h}.lock")), b"").unwrap();
+    }
+    std::fs::write(env.root.join("tmp/layer-x.lock"), b"").unwrap();
+    // A live process (this test) holds one download's lock.
+    let lock = nix::fcntl::Flock::lock(
+        std::fs::File::open(ingest.join(format!("{held}.lock"))).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .unwrap();
+    ok(env.skiff(&["gc"]));
+    let left = entries(&ingest);
+    assert!(
+        !left.iter().any(|n| n.starts_with(&stale)),
+        "the stale partial and lock are gone: {left:?}"
+    );
+    assert!(
+        left.contains(&format!("{held}.partial")) && left.contains(&format!("{held}.lock")),
+        "{left:?}"
+    );
+    assert!(!env.root.join("tmp/layer-x.lock").exists());
+    drop(lock);
 }

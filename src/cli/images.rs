@@ -12,21 +12,6 @@ use crate::reference::{Digest, Reference};
 use crate::store::Store;
 use crate::unpack;
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 pub fn list(store: &Store, as_json: bool) -> Result<()> {
     let entries = store.index().list()?;
     if as_json {
@@ -50,7 +35,7 @@ pub fn list(store: &Store, as_json: bool) -> Result<()> {
             r,
             &e.digest.to_string()[..19],
             e.platform,
-            human(e.size),
+            crate::logging::human(e.size),
             crate::logging::ago(e.resolved, crate::logging::now())
         );
     }
@@ -160,6 +145,31 @@ fn collect_blobs(store: &Store, keep: &BTreeSet<Digest>) -> Result<()> {
     Ok(())
 }
 
+/// After a full disk stopped `img`: removes its layer trees and layer blobs that no listed
+/// image and no running payload uses, so the next (smaller) pull has room. Other images'
+/// files, complete or in progress, are not touched.
+pub fn release(store: &Store, img: &pull::Image) -> Result<()> {
+    let keep = referenced(store)?;
+    let in_use = store.layers_in_use()?;
+    let mut freed = 0;
+    for l in &img.layers {
+        let key = unpack::layer_key(l);
+        if !keep.layers.contains(&key)
+            && !in_use.contains(&key)
+            && store.has_tree(&store.layer_path(&key))
+        {
+            store.remove_layer(&key)?;
+            freed += 1;
+        }
+        if !keep.blobs.contains(&l.blob.digest) {
+            store.remove_blob(&l.blob.digest)?;
+            freed += 1;
+        }
+    }
+    tracing::warn!(image = %img.digest, removed = freed, "the store's filesystem is full; removed what this image had unpacked and downloaded");
+    Ok(())
+}
+
 /// `skiff unpack`: the flattened rootfs in a fresh directory.
 pub fn unpack_to(store: &Store, img: &pull::Image, dir: &Path) -> Result<()> {
     match std::fs::read_dir(dir) {
@@ -211,7 +221,12 @@ pub fn gc(store: &Store) -> Result<()> {
         }
     }
     store.clean_stale_staging();
-    tracing::info!(trees = removed, "garbage collected");
+    let partials = store.clean_unheld()?;
+    tracing::info!(
+        trees = removed,
+        partial_bytes = partials,
+        "garbage collected"
+    );
     Ok(())
 }
 

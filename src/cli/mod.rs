@@ -339,11 +339,20 @@ pub fn pull_image(
     // The registry client (and its threads) is done before any unpacking or namespace work.
     drop(client);
     let img = &pulled.image;
-    let layers =
-        crate::unpack::ensure_layers(store, img).with_context(|| format!("unpacking {r}"))?;
-    if cli.storage() == crate::unpack::Storage::Flat {
-        crate::unpack::ensure_flat(store, img, &layers)
-            .with_context(|| format!("flattening {r}"))?;
+    let unpacked =
+        crate::unpack::ensure_layers(store, img).and_then(|layers| match cli.storage() {
+            crate::unpack::Storage::Flat => {
+                crate::unpack::ensure_flat(store, img, &layers).map(drop)
+            }
+            crate::unpack::Storage::Overlay => Ok(()),
+        });
+    if let Err(e) = unpacked {
+        if pull::is_no_space(&e) {
+            if let Err(err) = images::release(store, img) {
+                tracing::warn!(error = %format!("{err:#}"), "could not free what the failed image used");
+            }
+        }
+        return Err(e).with_context(|| format!("unpacking {r}"));
     }
     // Only a complete image is listed: a layer refused above leaves the index as it was.
     pulled

@@ -277,7 +277,7 @@ impl Ingest {
     }
 
     /// Deletes the partial download (its bytes are bad or unwanted).
-    fn discard(&self) {
+    pub fn discard(&self) {
         if let Err(e) = fs::remove_file(&self.partial) {
             tracing::warn!(path = %self.partial.display(), error = %e, "could not remove partial download");
         }

@@ -305,6 +305,44 @@ impl Store {
         lease::take(&self.root.join("leases"), layers)
     }
 
+    /// Bytes free for skiff on the store's filesystem.
+    pub fn free_space(&self) -> Result<u64, StoreError> {
+        let st = nix::sys::statvfs::statvfs(&self.root)
+            .map_err(|e| io_err("statvfs", &self.root)(io::Error::from(e)))?;
+        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+    }
+
+    /// Removes partial downloads and lock files that no live process holds (a lock is held
+    /// exactly while its process lives). Returns the bytes freed.
+    pub fn clean_unheld(&self) -> Result<u64, StoreError> {
+        let mut freed = 0;
+        for dir in [self.root.join("ingest"), self.tmp_dir()] {
+            for e in fs::read_dir(&dir).map_err(io_err("list", &dir))?.flatten() {
+                let path = e.path();
+                let Some(stem) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".lock"))
+                else {
+                    continue;
+                };
+                let Ok(lock) = lock_file_with(&path, FlockArg::LockExclusiveNonblock) else {
+                    continue;
+                };
+                let partial = dir.join(format!("{stem}.partial"));
+                if let Ok(m) = fs::symlink_metadata(&partial) {
+                    fs::remove_file(&partial).map_err(io_err("remove", &partial))?;
+                    freed += m.len();
+                }
+                // Removed while held, so a process that opened it meanwhile notices (see
+                // `lock_file_with`) and takes a fresh one.
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+                drop(lock);
+            }
+        }
+        Ok(freed)
+    }
+
     /// The reference index.
     pub fn index(&self) -> Index {
         Index::new(&self.root)
@@ -326,15 +364,25 @@ pub(crate) fn lock_file(path: &Path) -> Result<Flock<File>, StoreError> {
 }
 
 pub(crate) fn lock_file_with(path: &Path, how: FlockArg) -> Result<Flock<File>, StoreError> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io_err("open lock", path))?;
-    Flock::lock(f, how).map_err(|(_, e)| io_err("lock", path)(io::Error::from(e)))
+    loop {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err("open lock", path))?;
+        let lock =
+            Flock::lock(f, how).map_err(|(_, e)| io_err("lock", path)(io::Error::from(e)))?;
+        // `gc` removes unheld lock files: the lock counts only if the file is still the one
+        // at the path.
+        let held = lock.metadata().map_err(io_err("stat", path))?;
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => return Ok(lock),
+            Ok(_) | Err(_) => continue,
+        }
+    }
 }
 
 /// Writes `bytes` as `dir/name` so that a reader sees either the old or the new file, and the new
