@@ -118,13 +118,53 @@ def summarize(title, results, unit="s"):
                 "runs": results[n]["secs"]} for n in med}
 
 
+def scenario_policies(skiff, d, regdir, start_rounds, rounds):
+    """A cached tag's start under each --pull policy, and the fall-back time when the
+    registry's packets are dropped (a network namespace with an iptables DROP rule)."""
+    out = {}
+    sh(f"rm -rf {d}/skiff {d}/rootfs && {skiff} --root {d}/skiff pull {REG}/small:v1 >/dev/null 2>&1")
+    sh(f"{skiff} --root {d}/skiff unpack --pull=never {REG}/small:v1 {d}/rootfs")
+    run = f"{skiff} --root {d}/skiff run {REG}/small:v1 --exec /bin/true"
+    tools = {"skiff": run.replace(" run ", " run --pull=missing ")}
+    for p in ("newer", "always", "never"):
+        tools[f"skiff --pull={p}"] = run.replace(" run ", f" run --pull={p} ")
+    tools["unshare+chroot floor"] = f"unshare -m chroot {d}/rootfs /bin/true"
+    out["7-policy-start"] = summarize("Scenario 7a: start of a cached tag by --pull policy (registry up)",
+                                      alternate(tools, start_rounds))
+    ns = "skiff-bench"
+    sh(f"ip netns del {ns} 2>/dev/null; ip netns add {ns} && ip -n {ns} link set lo up")
+    yml = os.path.join(CACHE, "registry-ns.yml")
+    with open(yml, "w") as f:
+        f.write(f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {regdir}}}}}\n"
+                f"http: {{addr: {REG}}}\n")
+    reg = subprocess.Popen(["ip", "netns", "exec", ns, "docker-registry", "serve", yml],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        inns = f"ip netns exec {ns} {skiff} --root {d}/ns-skiff"
+        sh(f"rm -rf {d}/ns-skiff && {inns} pull {REG}/small:v1 >/dev/null 2>&1")
+        sh(f"ip netns exec {ns} iptables -I INPUT -p tcp --dport {PORT} -j DROP")
+        tools = {
+            "skiff": f"{inns} run --pull=missing {REG}/small:v1 --exec /bin/true",
+            "skiff --pull=newer": f"{inns} run --pull=newer {REG}/small:v1 --exec /bin/true",
+            "skiff --pull=newer, 1 s budget": f"{inns} run --pull=newer --registry-timeout=1 {REG}/small:v1 --exec /bin/true",
+        }
+        out["7-blackholed"] = summarize("Scenario 7b: start of a cached tag, registry blackholed (packets dropped)",
+                                        alternate(tools, rounds))
+    finally:
+        reg.terminate()
+        reg.wait()
+        sh(f"ip netns del {ns}", check=False)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skiff", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--start-rounds", type=int, default=20)
     ap.add_argument("--hosts", type=int, default=16)
-    ap.add_argument("--only", default="1,2,3,5,6")
+    ap.add_argument("--only", default="1,2,3,5,6,7")
     a = ap.parse_args()
     only = set(a.only.split(","))
     skiff = os.path.abspath(a.skiff)
@@ -252,6 +292,9 @@ def main():
                 print(f"  {name}: registry served {out[name]['bytes'] / 2**20:.0f} MiB")
             report["scenarios"]["6-many-hosts"] = res
             sh(f"rm -rf {d}")
+        if "7" in only:
+            print("scenario 7", file=sys.stderr)
+            report["scenarios"].update(scenario_policies(skiff, disk, regdir, a.start_rounds, a.rounds))
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         path = os.path.join(HERE, "results", datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
         json.dump(report, open(path, "w"), indent=2)
