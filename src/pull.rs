@@ -490,9 +490,7 @@ fn load_complete(
     digest: &Digest,
     req: &Request,
 ) -> Result<Image, PullError> {
-    let src = Source::Offline(store);
-    let top = src.manifest_by_digest(name, digest, None, false)?;
-    let img = resolve_document(&src, name, top, &req.platform, req.platform_explicit)?;
+    let img = load_for(store, name, digest, &req.platform, req.platform_explicit)?;
     if let Some(l) = img.layers.iter().find(|l| !store.has_blob(&l.blob.digest)) {
         return Err(PullError::NotInStore {
             reference: format!("layer {} of {name}", l.blob.digest),
@@ -627,7 +625,18 @@ pub fn load_digest(
     digest: &Digest,
     platform: &Platform,
 ) -> Result<Image, PullError> {
+    load_for(store, name, digest, platform, false)
+}
+
+/// The one offline load: the documents `digest` names, from the store, for `platform`.
+fn load_for(
+    store: &Store,
+    name: &str,
+    digest: &Digest,
+    platform: &Platform,
+    platform_explicit: bool,
+) -> Result<Image, PullError> {
     let src = Source::Offline(store);
     let top = src.manifest_by_digest(name, digest, None, false)?;
-    resolve_document(&src, name, top, platform, false)
+    resolve_document(&src, name, top, platform, platform_explicit)
 }

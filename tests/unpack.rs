@@ -97,21 +97,7 @@ fn unpacked_tree_matches_umoci_entry_by_entry() {
     let ours = env.path().join("ours");
     ok(env.skiff(&["unpack", &r, ours.to_str().unwrap()]));
 
-    let layout = env.path().join("layout");
-    run_ok(std::process::Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{r}"),
-        &format!("oci:{}:v1", layout.display()),
-    ]));
-    let bundle = env.path().join("bundle");
-    run_ok(std::process::Command::new("umoci").args([
-        "unpack",
-        "--image",
-        &format!("{}:v1", layout.display()),
-        bundle.to_str().unwrap(),
-    ]));
-    let mut theirs = tree::describe(&bundle.join("rootfs"));
+    let mut theirs = tree::umoci_rootfs(env.path(), &r);
     let mine = tree::describe(&ours);
     // umoci creates device nodes as root; skiff does not, on purpose.
     assert_eq!(theirs.remove("dev-null").map(|n| n.kind), Some("char"));
@@ -657,21 +643,7 @@ fn a_whiteout_below_a_lower_file_is_a_no_op() {
         assert!(out.join("new").exists());
     }
     // umoci agrees.
-    let layout = env.path().join("layout");
-    run_ok(std::process::Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{r}"),
-        &format!("oci:{}:v1", layout.display()),
-    ]));
-    let bundle = env.path().join("bundle");
-    run_ok(std::process::Command::new("umoci").args([
-        "unpack",
-        "--image",
-        &format!("{}:v1", layout.display()),
-        bundle.to_str().unwrap(),
-    ]));
-    let theirs = tree::describe(&bundle.join("rootfs"));
+    let theirs = tree::umoci_rootfs(env.path(), &r);
     let mine = tree::describe(&env.path().join("out-overlay"));
     assert_eq!(mine, theirs);
 }

@@ -44,6 +44,26 @@ fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The tree umoci unpacks for image `r` (copied from the registry with skopeo): the
+/// independent reference skiff's unpack is compared with.
+pub fn umoci_rootfs(work: &Path, r: &str) -> BTreeMap<String, Node> {
+    let layout = work.join("layout");
+    super::run_ok(std::process::Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{r}"),
+        &format!("oci:{}:v1", layout.display()),
+    ]));
+    let bundle = work.join("bundle");
+    super::run_ok(std::process::Command::new("umoci").args([
+        "unpack",
+        "--image",
+        &format!("{}:v1", layout.display()),
+        bundle.to_str().unwrap(),
+    ]));
+    describe(&bundle.join("rootfs"))
+}
+
 /// Every entry below `root`, keyed by relative path.
 pub fn describe(root: &Path) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
