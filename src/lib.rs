@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod fs;
+pub mod images;
 pub mod logging;
 pub mod manifest;
 pub mod parallel;

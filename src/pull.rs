@@ -9,9 +9,8 @@ use std::str::FromStr;
 use thiserror::Error;
 
 use crate::logging::now;
-use crate::manifest::{
-    self, Config, Descriptor, Document, Layer, ManifestError, Platform, RuntimeConfig,
-};
+pub use crate::manifest::Image;
+use crate::manifest::{self, Config, Descriptor, Document, ManifestError, Platform};
 use crate::reference::{Digest, Reference};
 use crate::registry::{Client, RegistryError, Repo};
 use crate::store::{Begin, IndexEntry, Store, StoreError};
@@ -95,35 +94,6 @@ impl From<RegistryError> for PullError {
 impl From<StoreError> for PullError {
     fn from(e: StoreError) -> Self {
         PullError::Store(Box::new(e))
-    }
-}
-
-/// An image resolved to the bytes it runs from.
-#[derive(Clone, Debug)]
-pub struct Image {
-    /// What the reference resolved to (an index or a manifest).
-    pub digest: Digest,
-    /// The platform's image manifest.
-    pub manifest: Digest,
-    pub config_digest: Option<Digest>,
-    pub platform: Platform,
-    pub config: RuntimeConfig,
-    /// Bottom layer first.
-    pub layers: Vec<Layer>,
-    pub schema1: bool,
-}
-
-impl Image {
-    pub fn size(&self) -> u64 {
-        self.layers.iter().filter_map(|l| l.blob.size).sum()
-    }
-
-    /// Every blob the image needs, for `gc`.
-    pub fn blobs(&self) -> Vec<Digest> {
-        let mut out = vec![self.digest.clone(), self.manifest.clone()];
-        out.extend(self.config_digest.clone());
-        out.extend(self.layers.iter().map(|l| l.blob.digest.clone()));
-        out
     }
 }
 

@@ -582,3 +582,72 @@ fn a_relative_store_root_works() {
         .unwrap();
     ok(o);
 }
+
+/// A path and its owner and mode (`None`: absent).
+type PathState = (std::path::PathBuf, Option<(u32, u32, u32)>);
+
+/// Every path a dry run could touch, with what it holds (absent paths included).
+fn snapshot(paths: &[&std::path::Path]) -> Vec<PathState> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(p).ok();
+            (p.to_path_buf(), m.map(|m| (m.uid(), m.gid(), m.mode())))
+        })
+        .collect()
+}
+
+#[test]
+fn a_dry_run_prints_everything_and_changes_nothing() {
+    let s = setup("run/dry", &Spec::default(), &[]);
+    let new_volume = s.env.path().join("volumes/new");
+    let data = s.env.path().join("etcd-data");
+    let owned = s.env.path().join("owned");
+    std::fs::create_dir(&owned).unwrap();
+    let before = (mountinfo(), snapshot(&[&new_volume, &data, &owned]));
+    let vol = format!("{}:/data:create", new_volume.display());
+    let out = ok(s
+        .env
+        .skiff_cmd(&[
+            "run",
+            "--pull=never",
+            "--dry-run",
+            "--profile",
+            "etcd",
+            "-v",
+            &vol,
+            "--env",
+            "ETCD_NAME=dry",
+            "--exec",
+            "/bin/sh",
+            &s.r,
+            "--",
+            "--name",
+            "n1",
+        ])
+        .env("ETCD_IMAGE", &s.r)
+        .env("ETCD_USER", "1000")
+        .env("ETCD_DATA_DIR", &data)
+        .output()
+        .unwrap());
+    assert_eq!(
+        (mountinfo(), snapshot(&[&new_volume, &data, &owned])),
+        before,
+        "a dry run leaves the host's mounts and directories as they were"
+    );
+    for want in [
+        format!("host: mkdir -p {}", new_volume.display()),
+        format!("host: mkdir -p {}; chown 1000:", data.display()),
+        "lowerdir=".to_string(),
+        "pivot_root".to_string(),
+        "env ETCD_DATA_DIR=/var/lib/etcd".to_string(),
+        "exec /bin/sh --name n1".to_string(),
+    ] {
+        assert!(out.contains(&want), "the plan shows {want:?}:\n{out}");
+    }
+    assert!(
+        !out.contains("env ETCD_NAME="),
+        "the env the exec gets, with the variable the flag shadows dropped:\n{out}"
+    );
+}

@@ -274,7 +274,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Pull { image, pull } => {
             let store = open_store(&cli)?;
-            let img = pull_image(&cli, &store, image, pull)?;
+            let (img, _) = pull_image(&cli, &store, image, pull)?;
             println!("{}", img.digest);
             Ok(())
         }
@@ -301,7 +301,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 digest: digest.clone(),
                 platform: platform.clone(),
             };
-            let img = pull_image(&cli, &store, &args, pull)?;
+            let (img, _) = pull_image(&cli, &store, &args, pull)?;
             images::unpack_to(&store, &img, dir)
         }
         Command::Run(args) => run::run_image(&cli, args),
@@ -321,7 +321,7 @@ pub fn pull_image(
     store: &Store,
     image: &ImageArgs,
     args: &PullArgs,
-) -> Result<pull::Image> {
+) -> Result<(pull::Image, crate::unpack::Unpacked)> {
     let r = reference(image)?;
     let (platform, platform_explicit) = platform(image)?;
     let client = cli.registry.client()?;
@@ -339,25 +339,23 @@ pub fn pull_image(
     // The registry client (and its threads) is done before any unpacking or namespace work.
     drop(client);
     let img = &pulled.image;
-    let unpacked =
-        crate::unpack::ensure_layers(store, img).and_then(|layers| match cli.storage() {
-            crate::unpack::Storage::Flat => {
-                crate::unpack::ensure_flat(store, img, &layers).map(drop)
+    let unpacked = match crate::unpack::ensure_rootfs(store, img, cli.storage()) {
+        Ok(u) => u,
+        Err(e) => {
+            if pull::is_no_space(&e) {
+                // What cannot become an image on this disk only keeps it full.
+                if let Err(err) = crate::images::release(store, img) {
+                    tracing::warn!(error = %crate::logging::chain(&err), "could not free what the failed image used");
+                }
             }
-            crate::unpack::Storage::Overlay => Ok(()),
-        });
-    if let Err(e) = unpacked {
-        if pull::is_no_space(&e) {
-            if let Err(err) = images::release(store, img) {
-                tracing::warn!(error = %format!("{err:#}"), "could not free what the failed image used");
-            }
+            return Err(e).with_context(|| format!("unpacking {r}"));
         }
-        return Err(e).with_context(|| format!("unpacking {r}"));
-    }
+    };
     // Only a complete image is listed: a layer refused above leaves the index as it was.
-    pulled
+    let img = pulled
         .record(store)
-        .with_context(|| format!("recording {r} in the store index"))
+        .with_context(|| format!("recording {r} in the store index"))?;
+    Ok((img, unpacked))
 }
 
 /// The exit status for an error that ended skiff before any payload ran: 125 (as podman and

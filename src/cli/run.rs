@@ -125,37 +125,29 @@ impl RunArgs {
 /// `skiff run`: everything up to the exec; returns only on failure.
 pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
     let store = open_store(cli)?;
-    let img = pull_image(cli, &store, &args.image, &args.pull)?;
+    let (img, unpacked) = pull_image(cli, &store, &args.image, &args.pull)?;
     let mut opts = args.options();
     if let Some(p) = args.image.profile()? {
         apply_profile(&mut opts, p)?;
     }
-    let (keys, rootfs) = match cli.storage() {
-        crate::unpack::Storage::Overlay => {
-            let keys: Vec<String> = img.layers.iter().map(crate::unpack::layer_key).collect();
-            let layers = keys.iter().map(|k| store.layer_path(k)).collect();
-            (keys, crate::run::plan::Rootfs::Overlay(layers))
-        }
-        crate::unpack::Storage::Flat => {
-            let key = img.manifest.hex().to_string();
-            let tree = store.flat_path(&key);
-            (
-                vec![format!("rootfs/{key}")],
-                crate::run::plan::Rootfs::Flat(tree),
-            )
-        }
-    };
     let scratch = store.run_scratch()?;
-    let prepared = crate::run::prepare(rootfs, scratch.clone(), &img.config, &opts)?;
+    let prepared = crate::run::prepare(unpacked.rootfs, scratch.clone(), &img.config, &opts)?;
     if args.dry_run {
+        // Everything the run would do, with its real arguments; nothing is done.
+        for step in &prepared.host_steps {
+            println!("{step}");
+        }
         for op in &prepared.ops {
             println!("{op}");
         }
-        println!("exec {}", crate::run::describe_command(&img.config, &opts)?);
+        for (k, v) in crate::run::describe_env(&prepared, &opts)? {
+            println!("env {k}={v}");
+        }
+        println!("exec {}", crate::run::describe_argv(&prepared).join(" "));
         return Ok(());
     }
     // gc must not remove these layers while the payload (this PID, after exec) runs.
-    store.take_lease(&keys)?;
+    store.take_lease(&unpacked.trees)?;
     drop(store);
     match crate::run::run(prepared, &opts) {
         Ok(never) => match never {},
@@ -171,7 +163,7 @@ pub(super) fn pin(cli: &Cli, image: &ImageArgs, write: Option<&std::path::Path>)
         pull: PullPolicy::Always,
         max_parallel: 4,
     };
-    let img = pull_image(cli, &store, image, &args)?;
+    let (img, _) = pull_image(cli, &store, image, &args)?;
     let pinned = format!("{}@{}", r.name(), img.digest);
     println!("{pinned}");
     if let Some(path) = write {
@@ -198,13 +190,13 @@ fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) -
         })
         .collect::<Result<Vec<_>>>()?;
     if let Some((host, target)) = &p.data_dir {
-        // Created and owned by the service's user, as etcd-wrapper did.
-        std::fs::create_dir_all(host).with_context(|| format!("creating {}", host.display()))?;
+        // Created and owned by the service's user, as etcd-wrapper did: a step of the plan,
+        // made when the run happens (never by --dry-run).
+        let mut v = crate::run::VolumeSpec::new(host, target).create();
         if let Some((uid, gid)) = p.user {
-            nix::unistd::chown(host, Some(uid.into()), Some(gid.into()))
-                .with_context(|| format!("chown {uid}:{gid} {}", host.display()))?;
+            v = v.owned_by(uid, gid);
         }
-        volumes.push(crate::run::VolumeSpec::new(host, target));
+        volumes.push(v);
     }
     volumes.append(&mut opts.volumes);
     opts.volumes = volumes;

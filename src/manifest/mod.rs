@@ -3,6 +3,7 @@
 //! Used both online (bytes fresh from a registry) and offline (bytes from the store), so a host
 //! that boots without a network reads its images exactly as it read them when they were pulled.
 
+mod image;
 mod platform;
 mod schema1;
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::reference::{Digest, ReferenceError};
+pub use image::Image;
 pub use platform::{select as select_platform, Platform};
 
 /// Manifests, indexes and configs are small; anything larger is hostile or broken.

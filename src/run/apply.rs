@@ -90,32 +90,10 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
                 work,
                 target: t,
             } => {
-                // Relative lower paths from their common directory keep the option string
-                // short (it is limited to a page) for images with many layers.
-                let parent = lowers
-                    .first()
-                    .and_then(|l| l.parent())
-                    .map(Path::to_path_buf);
-                let relative = parent
-                    .as_ref()
-                    .filter(|p| lowers.iter().all(|l| l.parent() == Some(p.as_path())));
-                let lower = match relative {
-                    Some(p) => {
-                        sys.chdir(p).map_err(op_err(op))?;
-                        lowers
-                            .iter()
-                            .filter_map(|l| l.file_name())
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .collect::<Vec<_>>()
-                    }
-                    None => lowers.iter().map(|l| l.display().to_string()).collect(),
-                };
-                let data = format!(
-                    "lowerdir={},upperdir={},workdir={}",
-                    lower.join(":"),
-                    upper.display(),
-                    work.display()
-                );
+                let (dir, data) = super::plan::overlay_data(lowers, upper, work);
+                if let Some(d) = &dir {
+                    sys.chdir(d).map_err(op_err(op))?;
+                }
                 sys.mount(
                     Some(Path::new("overlay")),
                     t,

@@ -114,6 +114,8 @@ pub struct Options {
 
 /// What the pure half of `run` decided, before any namespace exists.
 pub struct Prepared {
+    /// Host changes, made only when the run happens (not by `--dry-run`).
+    pub host_steps: Vec<plan::HostStep>,
     pub ops: Vec<plan::MountOp>,
     argv: Vec<String>,
     env_items: Vec<String>,
@@ -150,8 +152,12 @@ pub fn prepare(
         symlinks,
         env: mut env_items,
     } = presets::resolve(&opts.presets, &host_var)?;
+    let mut host_steps = Vec::new();
     for v in &opts.volumes {
-        volumes.extend(v.resolve()?);
+        if let Some((vol, step)) = v.resolve()? {
+            volumes.push(vol);
+            host_steps.extend(step);
+        }
     }
     for f in &opts.env_files {
         let text = std::fs::read_to_string(f).map_err(|source| RunError::Read {
@@ -169,6 +175,7 @@ pub fn prepare(
         symlinks,
     };
     Ok(Prepared {
+        host_steps,
         ops: plan::plan(&input),
         argv,
         env_items,
@@ -179,15 +186,40 @@ pub fn prepare(
     })
 }
 
-/// The command `run` would exec, for `--dry-run`.
-pub fn describe_command(config: &RuntimeConfig, opts: &Options) -> Result<String, RunError> {
-    Ok(exec::command(
-        config,
-        opts.exec.as_deref(),
-        opts.entrypoint.as_deref(),
-        &opts.args,
-    )?
-    .join(" "))
+/// Makes one host change the plan asked for.
+fn apply_host_step(step: &plan::HostStep) -> Result<(), RunError> {
+    let plan::HostStep::Dir {
+        path,
+        create,
+        owner,
+    } = step;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        RunError::Volume(format!("{what} {}: {e}", path.display()))
+    };
+    if *create {
+        std::fs::create_dir_all(path).map_err(|e| fail("creating", &e))?;
+    }
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into()))
+            .map_err(|e| fail(&format!("chown {uid}:{gid}"), &e))?;
+    }
+    Ok(())
+}
+
+/// The payload's environment as the exec will set it (`--dry-run`), before the image's user
+/// database adds HOME.
+pub fn describe_env(p: &Prepared, opts: &Options) -> Result<Vec<(String, String)>, RunError> {
+    let inherited = opts.inherit_env.then(|| std::env::vars().collect());
+    let mut env = exec::environment(&p.config.env, inherited, &p.env_items, &host_var)?;
+    if let Some(prefix) = &opts.flag_env_prefix {
+        exec::drop_shadowed(&mut env, prefix, &p.argv);
+    }
+    Ok(env)
+}
+
+/// The command line as the exec will pass it (`--dry-run`).
+pub fn describe_argv(p: &Prepared) -> &[String] {
+    &p.argv
 }
 
 fn thread_count() -> usize {
@@ -207,6 +239,9 @@ fn thread_count() -> usize {
 pub fn run(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);
+    }
+    for step in &p.host_steps {
+        apply_host_step(step)?;
     }
     // Namespace membership is per thread and CLONE_NEWNS refuses a shared fs context: the
     // pull's threads must all be gone by now. They were joined, but a joined thread can still

@@ -2,7 +2,7 @@
 //! `--dry-run` and testable without root. `apply` carries it out.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::fs::root::NodeKind;
 
@@ -12,6 +12,64 @@ use crate::fs::root::NodeKind;
 pub enum Target {
     Host(PathBuf),
     Inside(String),
+}
+
+/// A change on the host side that the run needs, made only when the run really happens (never
+/// by `--dry-run`): a volume's source directory, a profile's data directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostStep {
+    /// Creates the directory (and its parents) if it is missing, then hands it to `owner`.
+    Dir {
+        path: PathBuf,
+        create: bool,
+        owner: Option<(u32, u32)>,
+    },
+}
+
+impl fmt::Display for HostStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostStep::Dir {
+                path,
+                create,
+                owner,
+            } => {
+                let p = path.display();
+                match (create, owner) {
+                    (true, Some((u, g))) => write!(f, "host: mkdir -p {p}; chown {u}:{g} {p}"),
+                    (true, None) => write!(f, "host: mkdir -p {p}"),
+                    (false, Some((u, g))) => write!(f, "host: chown {u}:{g} {p}"),
+                    (false, None) => write!(f, "host: {p} exists"),
+                }
+            }
+        }
+    }
+}
+
+/// The overlay's option string, exactly as mounted, and the directory it is mounted from:
+/// lower paths relative to their common directory keep the string short (it is limited to a
+/// page) for images with many layers.
+pub fn overlay_data(lowers: &[PathBuf], upper: &Path, work: &Path) -> (Option<PathBuf>, String) {
+    let parent = lowers
+        .first()
+        .and_then(|l| l.parent())
+        .map(Path::to_path_buf);
+    let relative = parent.filter(|p| lowers.iter().all(|l| l.parent() == Some(p.as_path())));
+    let lower: Vec<String> = match &relative {
+        Some(_) => lowers
+            .iter()
+            .filter_map(|l| l.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect(),
+        None => lowers.iter().map(|l| l.display().to_string()).collect(),
+    };
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    (relative, data)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,19 +145,16 @@ impl fmt::Display for MountOp {
             MountOp::Overlay {
                 lowers,
                 upper,
+                work,
                 target,
-                ..
-            } => write!(
-                f,
-                "overlay {} lower={} upper={}",
-                target.display(),
-                lowers
-                    .iter()
-                    .map(|l| l.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(":"),
-                upper.display()
-            ),
+            } => {
+                let (dir, data) = overlay_data(lowers, upper, work);
+                write!(f, "overlay {} ({data})", target.display())?;
+                match dir {
+                    Some(d) => write!(f, " from {}", d.display()),
+                    None => Ok(()),
+                }
+            }
             MountOp::Proc { target } => write!(f, "proc {target}"),
             MountOp::Bind {
                 source,
@@ -133,14 +188,7 @@ pub struct Volume {
     pub shared: bool,
 }
 
-/// What the new root is made of.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rootfs {
-    /// Unpacked layer trees, bottom first: an overlay with a tmpfs upper.
-    Overlay(Vec<PathBuf>),
-    /// One flattened tree (no overlayfs): bind-mounted, never written.
-    Flat(PathBuf),
-}
+pub use crate::unpack::Rootfs;
 
 pub struct Input {
     pub rootfs: Rootfs,
@@ -296,6 +344,11 @@ mod tests {
             unreachable!()
         };
         assert_eq!(lowers[0], PathBuf::from("/s/layers/b"), "top layer first");
+        assert_eq!(
+            ops[overlay].to_string(),
+            "overlay /s/tmp/run.1.0/root (lowerdir=b:a,upperdir=/s/tmp/run.1.0/upper,workdir=/s/tmp/run.1.0/work) from /s/layers",
+            "the printed op is the mount's real option string"
+        );
     }
 
     #[test]

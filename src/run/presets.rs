@@ -87,7 +87,8 @@ pub fn resolve(p: &Presets, host: &dyn Fn(&str) -> Option<String>) -> Result<Res
     }
     let mut volumes = Vec::new();
     for s in specs {
-        volumes.extend(s.resolve()?);
+        // Presets only bind what exists: they never ask for a host change.
+        volumes.extend(s.resolve()?.map(|(v, _)| v));
     }
     Ok(Resolved {
         volumes,

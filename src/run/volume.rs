@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use super::plan::Volume;
+use super::plan::{HostStep, Volume};
 use super::RunError;
 use crate::fs::root::{InnerPath, NodeKind};
 
@@ -18,6 +18,8 @@ pub struct VolumeSpec {
     pub optional: bool,
     /// Mount events propagate both ways (kubelet's /var/lib/kubelet).
     pub shared: bool,
+    /// Hand the source to this uid:gid (a profile's data directory, owned by its service user).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl FromStr for VolumeSpec {
@@ -46,6 +48,7 @@ impl FromStr for VolumeSpec {
             create: false,
             optional: false,
             shared: false,
+            owner: None,
         };
         for o in opts.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
             match o {
@@ -80,7 +83,14 @@ impl VolumeSpec {
             create: false,
             optional: false,
             shared: false,
+            owner: None,
         }
+    }
+
+    /// Created if missing and handed to `uid:gid` at every run.
+    pub fn owned_by(mut self, uid: u32, gid: u32) -> Self {
+        self.owner = Some((uid, gid));
+        self
     }
 
     pub fn ro(mut self) -> Self {
@@ -98,17 +108,16 @@ impl VolumeSpec {
         self
     }
 
-    /// Checks the host side (before any namespace exists). `Ok(None)`: optional and absent.
-    pub fn resolve(&self) -> Result<Option<Volume>, RunError> {
-        let kind = match std::fs::metadata(&self.source) {
-            Ok(m) if m.is_dir() => NodeKind::Dir,
-            Ok(_) => NodeKind::File,
+    /// Checks the host side (before any namespace exists) and changes nothing: what must be
+    /// made there comes back as a step, applied only when the run happens. `Ok(None)`: optional
+    /// and absent.
+    pub fn resolve(&self) -> Result<Option<(Volume, Option<HostStep>)>, RunError> {
+        let (kind, missing) = match std::fs::metadata(&self.source) {
+            Ok(m) if m.is_dir() => (NodeKind::Dir, false),
+            Ok(_) => (NodeKind::File, false),
             Err(_) if self.optional => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.create => {
-                std::fs::create_dir_all(&self.source).map_err(|e| {
-                    RunError::Volume(format!("creating {}: {e}", self.source.display()))
-                })?;
-                NodeKind::Dir
+                (NodeKind::Dir, true)
             }
             Err(e) => {
                 return Err(RunError::Volume(format!(
@@ -126,14 +135,27 @@ impl VolumeSpec {
         if self.shared {
             self.check_shared()?;
         }
-        Ok(Some(Volume {
-            source: std::fs::canonicalize(&self.source).unwrap_or_else(|_| self.source.clone()),
-            target: self.target.clone(),
-            kind,
-            readonly: self.readonly,
-            recursive: self.recursive,
-            shared: self.shared,
-        }))
+        let step = (missing || self.owner.is_some()).then(|| HostStep::Dir {
+            path: self.source.clone(),
+            create: missing,
+            owner: self.owner,
+        });
+        let source = if missing {
+            self.source.clone()
+        } else {
+            std::fs::canonicalize(&self.source).unwrap_or_else(|_| self.source.clone())
+        };
+        Ok(Some((
+            Volume {
+                source,
+                target: self.target.clone(),
+                kind,
+                readonly: self.readonly,
+                recursive: self.recursive,
+                shared: self.shared,
+            },
+            step,
+        )))
     }
 
     /// An `rshared` source must be a shared mount point of its own: then only it stays a peer
@@ -205,8 +227,23 @@ mod tests {
         let e = spec.resolve().unwrap_err().to_string();
         assert!(e.contains("add ,create"), "{e}");
         assert!(spec.clone().optional().resolve().unwrap().is_none());
-        let v = spec.create().resolve().unwrap().expect("created");
+        let (v, step) = spec
+            .clone()
+            .create()
+            .resolve()
+            .unwrap()
+            .expect("to be created");
         assert_eq!(v.kind, NodeKind::Dir);
-        assert!(missing.is_dir());
+        assert!(!missing.exists(), "resolving changes nothing on the host");
+        assert_eq!(
+            step,
+            Some(HostStep::Dir {
+                path: missing.clone(),
+                create: true,
+                owner: None
+            })
+        );
+        let (_, step) = spec.create().owned_by(7, 8).resolve().unwrap().unwrap();
+        assert!(step.unwrap().to_string().contains("chown 7:8"));
     }
 }

@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use super::{io_err, write_replace, StoreError};
+use super::{io_err, write_replace, StoreError, TreeKey};
 
 /// Field 22 of /proc/PID/stat: the start time in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
@@ -18,16 +18,17 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Records that this process (soon the payload) uses `layers`.
-pub fn take(dir: &Path, layers: &[String]) -> Result<(), StoreError> {
+/// Records that this process (soon the payload) uses `trees`.
+pub fn take(dir: &Path, trees: &[TreeKey]) -> Result<(), StoreError> {
     let pid = std::process::id();
     let start = start_time(pid).unwrap_or(0);
-    let body = format!("{start}\n{}\n", layers.join("\n"));
+    let lines: Vec<String> = trees.iter().map(TreeKey::to_string).collect();
+    let body = format!("{start}\n{}\n", lines.join("\n"));
     write_replace(dir, &pid.to_string(), body.as_bytes(), false)
 }
 
-/// Layers held by live leases; dead leases are removed on the way.
-pub fn live_layers(dir: &Path) -> Result<Vec<String>, StoreError> {
+/// Trees held by live leases; dead leases are removed on the way.
+pub fn live_trees(dir: &Path) -> Result<Vec<TreeKey>, StoreError> {
     let mut out = Vec::new();
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -43,7 +44,7 @@ pub fn live_layers(dir: &Path) -> Result<Vec<String>, StoreError> {
         let mut lines = body.lines();
         let recorded: Option<u64> = lines.next().and_then(|l| l.parse().ok());
         if start_time(pid).is_some_and(|now| Some(now) == recorded) {
-            out.extend(lines.map(str::to_string));
+            out.extend(lines.filter_map(TreeKey::from_lease));
         } else if let Err(err) = fs::remove_file(e.path()) {
             tracing::debug!(lease = %e.path().display(), error = %err, "could not remove a dead lease");
         }

@@ -7,8 +7,10 @@
 //! - `layers/`, `tmp/`: unpacked layers and their staging area (see `unpack`)
 
 mod blobs;
+mod gc;
 mod index;
 pub mod lease;
+mod tree;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -20,7 +22,9 @@ use thiserror::Error;
 
 use crate::reference::Digest;
 pub use blobs::{Begin, Ingest};
+pub use gc::{Keep, Swept};
 pub use index::{Index, IndexEntry};
+pub use tree::TreeKey;
 
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 
@@ -148,18 +152,14 @@ impl Store {
         self.root.join("tmp")
     }
 
-    pub fn layers_dir(&self) -> PathBuf {
-        self.root.join("layers")
+    /// Where a tree lives.
+    pub fn tree_path(&self, key: &TreeKey) -> PathBuf {
+        key.path(&self.root)
     }
 
-    /// Where an unpacked layer tree lives (`key` is a digest's hex, or `blob-` and one).
-    pub fn layer_path(&self, key: &str) -> PathBuf {
-        self.root.join("layers").join(key)
-    }
-
-    /// Serialises the unpacking of one layer between processes.
-    pub fn lock_layer(&self, key: &str) -> Result<Flock<File>, StoreError> {
-        lock_file(&self.tmp_dir().join(format!("{key}.lock")))
+    /// Serialises the building (and removal) of one tree between processes.
+    pub fn lock_tree(&self, key: &TreeKey) -> Result<Flock<File>, StoreError> {
+        lock_file(&self.tmp_dir().join(format!("{}.lock", key.lock_name())))
     }
 
     /// The directory `run` mounts its private tmpfs on. One for every run: each mounts it in
@@ -251,43 +251,34 @@ impl Store {
         }
     }
 
-    /// Where a flattened rootfs (for `--storage=flat`) lives, by manifest digest hex.
-    pub fn flat_path(&self, key: &str) -> PathBuf {
-        self.root.join("rootfs").join(key)
-    }
-
     /// Whether a finished tree (a layer or flat rootfs) is in place: a real directory, never a
     /// symlink someone planted in the store.
     pub fn has_tree(&self, path: &Path) -> bool {
         fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
     }
 
-    /// Keys of the flattened rootfs trees.
-    pub fn list_flat(&self) -> Result<Vec<String>, StoreError> {
-        list_names(&self.root.join("rootfs"))
+    /// Every finished tree, layers and flat rootfs trees (names that are no key are skipped).
+    pub fn list_trees(&self) -> Result<Vec<TreeKey>, StoreError> {
+        let mut out: Vec<TreeKey> = list_names(&self.root.join("layers"))?
+            .iter()
+            .filter_map(|n| TreeKey::from_layer_dir(n))
+            .collect();
+        out.extend(
+            list_names(&self.root.join("rootfs"))?
+                .iter()
+                .filter_map(|n| TreeKey::from_flat_dir(n)),
+        );
+        Ok(out)
     }
 
-    /// Removes a flattened rootfs (see `remove_layer`).
-    pub fn remove_flat(&self, key: &str) -> Result<(), StoreError> {
-        self.remove_tree(&format!("flat-{key}"), &self.flat_path(key))
-    }
-
-    /// Keys of the unpacked layer trees.
-    pub fn list_layers(&self) -> Result<Vec<String>, StoreError> {
-        list_names(&self.layers_dir())
-    }
-
-    /// Removes a layer tree: renamed aside first, so it stops looking complete at once.
-    pub fn remove_layer(&self, key: &str) -> Result<(), StoreError> {
-        self.remove_tree(key, &self.layer_path(key))
-    }
-
-    fn remove_tree(&self, lock_key: &str, src: &Path) -> Result<(), StoreError> {
-        let _lock = self.lock_layer(lock_key)?;
+    /// Removes a tree: renamed aside first, so it stops looking complete at once.
+    pub fn remove_tree(&self, key: &TreeKey) -> Result<(), StoreError> {
+        let _lock = self.lock_tree(key)?;
+        let src = self.tree_path(key);
         let aside = self
             .tmp_dir()
-            .join(format!("gc-{lock_key}.{}.0", std::process::id()));
-        fs::rename(src, &aside).map_err(io_err("rename aside", src))?;
+            .join(format!("gc-{}.{}.0", key.lock_name(), std::process::id()));
+        fs::rename(&src, &aside).map_err(io_err("rename aside", &src))?;
         crate::fs::root::remove_dir_all(&aside).map_err(|e| StoreError::Io {
             op: "remove",
             path: aside.clone(),
@@ -295,14 +286,14 @@ impl Store {
         })
     }
 
-    /// Layers that a running payload uses, from the leases `run` leaves (see `lease`).
-    pub fn layers_in_use(&self) -> Result<Vec<String>, StoreError> {
-        lease::live_layers(&self.root.join("leases"))
+    /// Trees that a running payload uses, from the leases `run` leaves (see `lease`).
+    pub fn trees_in_use(&self) -> Result<Vec<TreeKey>, StoreError> {
+        lease::live_trees(&self.root.join("leases"))
     }
 
-    /// Records that this process (soon the payload, on the same PID) uses `layers`.
-    pub fn take_lease(&self, layers: &[String]) -> Result<(), StoreError> {
-        lease::take(&self.root.join("leases"), layers)
+    /// Records that this process (soon the payload, on the same PID) uses `trees`.
+    pub fn take_lease(&self, trees: &[TreeKey]) -> Result<(), StoreError> {
+        lease::take(&self.root.join("leases"), trees)
     }
 
     /// Bytes free for skiff on the store's filesystem.

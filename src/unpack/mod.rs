@@ -18,10 +18,10 @@ use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
 use crate::fs::root::{Root, RootError};
+use crate::manifest::Image;
 use crate::manifest::{Compression, Layer};
-use crate::pull::Image;
 use crate::reference::Digest;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TreeKey};
 pub use entry::EntryError;
 pub use flatten::flatten;
 
@@ -59,6 +59,15 @@ pub enum UnpackError {
     Fs(#[from] RootError),
     #[error("{path}: {why}")]
     Target { path: PathBuf, why: String },
+    #[error("{0} is not empty; skiff unpack writes only into an empty or new directory")]
+    NotEmpty(PathBuf),
+    #[error("{op} {path}")]
+    Dir {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Hashes what passes through it: the uncompressed layer stream, for the diff_id check.
@@ -75,14 +84,6 @@ impl<R: Read> Read for HashRead<R> {
     }
 }
 
-/// The name a layer's tree is filed under: its diff_id, or for schema1 (which has none) its blob.
-pub fn layer_key(layer: &Layer) -> String {
-    match &layer.diff_id {
-        Some(d) => d.hex().to_string(),
-        None => format!("blob-{}", layer.blob.digest.hex()),
-    }
-}
-
 fn decompressor<'a>(layer: &Layer, file: File) -> Result<Box<dyn Read + 'a>, io::Error> {
     let buffered = BufReader::with_capacity(256 * 1024, file);
     Ok(match layer.compression {
@@ -92,18 +93,58 @@ fn decompressor<'a>(layer: &Layer, file: File) -> Result<Box<dyn Read + 'a>, io:
     })
 }
 
+/// What the new root is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rootfs {
+    /// Unpacked layer trees, bottom first: an overlay with a tmpfs upper.
+    Overlay(Vec<PathBuf>),
+    /// One flattened tree (no overlayfs): bind-mounted, never written.
+    Flat(PathBuf),
+}
+
+/// An image made ready to run: its rootfs, and the trees a payload running from it must lease
+/// so `gc` leaves them alone.
+#[derive(Clone, Debug)]
+pub struct Unpacked {
+    pub rootfs: Rootfs,
+    pub trees: Vec<TreeKey>,
+}
+
+/// Makes sure `image` can run from the store as `storage` serves it: every layer unpacked,
+/// and for `flat` the flattened tree built.
+pub fn ensure_rootfs(
+    store: &Store,
+    image: &Image,
+    storage: Storage,
+) -> Result<Unpacked, UnpackError> {
+    let layers = ensure_layers(store, image)?;
+    Ok(match storage {
+        Storage::Overlay => Unpacked {
+            rootfs: Rootfs::Overlay(layers),
+            trees: image.layers.iter().map(TreeKey::of_layer).collect(),
+        },
+        Storage::Flat => Unpacked {
+            rootfs: Rootfs::Flat(ensure_flat(store, image, &layers)?),
+            trees: vec![TreeKey::Flat(image.manifest.clone())],
+        },
+    })
+}
+
 /// Makes sure every layer of `image` is unpacked; returns their trees, bottom layer first.
 pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, UnpackError> {
     store.clean_stale_staging();
     let mut todo: Vec<&Layer> = Vec::new();
     for l in &image.layers {
-        let key = layer_key(l);
-        if !store.has_tree(&store.layer_path(&key)) && !todo.iter().any(|t| layer_key(t) == key) {
+        let key = TreeKey::of_layer(l);
+        if !store.has_tree(&store.tree_path(&key))
+            && !todo.iter().any(|t| TreeKey::of_layer(t) == key)
+        {
             todo.push(l);
         }
     }
-    // Layers are independent until mounted, except for a hardlink into a lower layer (rare):
-    // such a layer is unpacked again after the others, with them to copy from.
+    // Layers are independent until mounted, except for a hardlink into a lower layer or a
+    // whiteout below a directory the layer lacks (rare): such a layer is unpacked again after
+    // the others, with them to look at.
     let deferred = std::sync::Mutex::new(Vec::new());
     crate::parallel::for_each(&todo, crate::parallel::cores(), |l| {
         match unpack_layer(store, l, None) {
@@ -114,7 +155,7 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
                 deferred
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(layer_key(l));
+                    .push(TreeKey::of_layer(l));
                 Ok(())
             }
             other => other,
@@ -124,10 +165,10 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     let trees: Vec<PathBuf> = image
         .layers
         .iter()
-        .map(|l| store.layer_path(&layer_key(l)))
+        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
         .collect();
     for (i, l) in image.layers.iter().enumerate() {
-        if deferred.contains(&layer_key(l)) {
+        if deferred.contains(&TreeKey::of_layer(l)) {
             let lower: Vec<PathBuf> = trees[..i].iter().rev().cloned().collect();
             unpack_layer(store, l, Some(&lower))?;
         }
@@ -135,19 +176,19 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     Ok(trees)
 }
 
-/// Unpacks one layer into `layers/<key>`, atomically; a no-op when another process did it.
+/// Unpacks one layer into its tree, atomically; a no-op when another process did it.
 fn unpack_layer(
     store: &Store,
     layer: &Layer,
     lower: Option<&[PathBuf]>,
 ) -> Result<(), UnpackError> {
-    let key = layer_key(layer);
-    let dest = store.layer_path(&key);
-    let _lock = store.lock_layer(&key)?;
+    let key = TreeKey::of_layer(layer);
+    let dest = store.tree_path(&key);
+    let _lock = store.lock_tree(&key)?;
     if store.has_tree(&dest) {
         return Ok(());
     }
-    let staging = store.staging_dir(&format!("layer-{key}"))?;
+    let staging = store.staging_dir(&format!("layer-{}", key.lock_name()))?;
     let result = extract(store, layer, lower, &staging).and_then(|()| {
         // One syncfs per layer: cheaper than fsync per file, and the rename below must not
         // reach the disk before the tree does.
@@ -207,13 +248,13 @@ pub fn ensure_flat(
     image: &Image,
     layers: &[PathBuf],
 ) -> Result<PathBuf, UnpackError> {
-    let key = image.manifest.hex().to_string();
-    let dest = store.flat_path(&key);
-    let _lock = store.lock_layer(&format!("flat-{key}"))?;
+    let key = TreeKey::Flat(image.manifest.clone());
+    let dest = store.tree_path(&key);
+    let _lock = store.lock_tree(&key)?;
     if store.has_tree(&dest) {
         return Ok(dest);
     }
-    let staging = store.staging_dir(&format!("flat-{key}"))?;
+    let staging = store.staging_dir(&key.lock_name())?;
     let result = flatten(layers, &staging).and_then(|()| {
         let root = Root::open(&staging)?;
         for m in MOUNTPOINTS {
@@ -235,6 +276,33 @@ pub fn ensure_flat(
         }
     }
     result.map(|()| dest)
+}
+
+/// `skiff unpack`: the image's flattened rootfs, from its layer trees, into `dir`, which must
+/// be empty or absent.
+pub fn unpack_into(store: &Store, image: &Image, dir: &Path) -> Result<(), UnpackError> {
+    let dir_err = |op, source| UnpackError::Dir {
+        op,
+        path: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(UnpackError::NotEmpty(dir.to_path_buf()));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| dir_err("creating", e))?
+        }
+        Err(e) => return Err(dir_err("reading", e)),
+    }
+    let layers: Vec<PathBuf> = image
+        .layers
+        .iter()
+        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
+        .collect();
+    flatten(&layers, dir)
 }
 
 fn io_err(layer: &Layer, what: &'static str, source: io::Error) -> UnpackError {

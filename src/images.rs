@@ -1,0 +1,77 @@
+//! The images the store holds, taken as a whole: what they need, so `gc` and `rm` know what to
+//! keep, and giving back what an image that could not be completed used.
+
+use thiserror::Error;
+
+use crate::manifest::{Image, Platform};
+use crate::pull;
+use crate::reference::Reference;
+use crate::store::{Keep, Store, StoreError, Swept, TreeKey};
+
+#[derive(Debug, Error)]
+pub enum ImagesError {
+    #[error("{0} is not in the store (see `skiff images`)")]
+    NotInStore(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The blobs and trees one image uses: its documents and layers, their trees, and its flat
+/// rootfs (where there is one).
+pub fn uses(img: &Image) -> Keep {
+    let mut k = Keep::default();
+    k.blobs.extend(img.blobs());
+    k.trees.extend(img.layers.iter().map(TreeKey::of_layer));
+    k.trees.insert(TreeKey::Flat(img.manifest.clone()));
+    k
+}
+
+/// What the images in the index need, read in one pass over it.
+pub fn needed(store: &Store) -> Result<Keep, ImagesError> {
+    let mut keep = Keep::default();
+    for (name, e) in store.index().list()? {
+        let platform = e.platform.parse().unwrap_or_else(|_| Platform::host());
+        match pull::load_digest(store, &name, &e.digest, &platform) {
+            Ok(img) => {
+                let u = uses(&img);
+                keep.blobs.extend(u.blobs);
+                keep.trees.extend(u.trees);
+            }
+            // A damaged image keeps what it still names rather than losing it all.
+            Err(err) => {
+                tracing::warn!(reference = %name, error = %crate::logging::chain(&err), "cannot read image; keeping its known blobs");
+                keep.blobs.insert(e.digest);
+                keep.blobs.insert(e.manifest);
+            }
+        }
+    }
+    Ok(keep)
+}
+
+/// `skiff gc`: removes blobs, trees, staging and partial downloads nothing needs or holds.
+pub fn gc(store: &Store) -> Result<Swept, ImagesError> {
+    Ok(store.sweep(&needed(store)?)?)
+}
+
+/// `skiff rm`: removes references, then every blob no remaining reference needs. Returns the
+/// index keys removed.
+pub fn remove(store: &Store, refs: &[Reference]) -> Result<Vec<String>, ImagesError> {
+    let mut removed = Vec::new();
+    for r in refs {
+        let key = pull::index_key(r);
+        if store.index().update(|refs| refs.remove(&key))?.is_none() {
+            return Err(ImagesError::NotInStore(key));
+        }
+        removed.push(key);
+    }
+    store.sweep_blobs(&needed(store)?)?;
+    Ok(removed)
+}
+
+/// After a full disk stopped `img`: removes its trees and blobs that no listed image and no
+/// running payload uses, so the next (smaller) pull has room. Returns how many were removed.
+pub fn release(store: &Store, img: &Image) -> Result<usize, ImagesError> {
+    let removed = store.release(&uses(img), &needed(store)?)?;
+    tracing::warn!(image = %img.digest, removed, "the store's filesystem is full; removed what this image had unpacked and downloaded");
+    Ok(removed)
+}
