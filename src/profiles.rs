@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::run::{VolumeError, VolumeSpec};
+
 pub const PROFILE_DIR: &str = "/etc/skiff/profiles";
 
 #[derive(Debug, Error)]
@@ -29,14 +31,35 @@ pub enum ProfileError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("profile {profile}: {why}")]
-    Expand { profile: String, why: String },
+    #[error("profile {profile}")]
+    Expand {
+        profile: String,
+        #[source]
+        source: ExpandError,
+    },
+    #[error("profile {profile}")]
+    Volume {
+        profile: String,
+        #[source]
+        source: VolumeError,
+    },
     #[error("profile {profile}: ${var} names user {user:?}, which the host does not have")]
     NoUser {
         profile: String,
         var: String,
         user: String,
     },
+}
+
+/// A host service a profile binds in (as `--host-*` would).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Systemd,
+    Dbus,
+    Dns,
+    Certs,
+    Etcd,
 }
 
 /// A data directory the profile creates on the host and hands to the payload's user.
@@ -60,9 +83,8 @@ pub struct Profile {
     pub default_tag: String,
     #[serde(default)]
     pub volumes: Vec<String>,
-    /// `systemd`, `dbus`, `dns`, `certs`, `etcd`.
     #[serde(default)]
-    pub presets: Vec<String>,
+    pub presets: Vec<Preset>,
     #[serde(default)]
     pub env: Vec<String>,
     #[serde(default)]
@@ -120,9 +142,20 @@ pub fn load(name: &str, dir: &Path) -> Result<Profile, ProfileError> {
     serde_json::from_str(&text).map_err(|source| ProfileError::Parse { path, source })
 }
 
+/// Why a profile field could not be expanded, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    #[error("{0:?}: expected ${{VAR}} or ${{VAR:-default}}")]
+    Syntax(String),
+    #[error("{field:?}: bad variable name {var:?}")]
+    Name { field: String, var: String },
+    #[error("{field:?}: ${var} is not set")]
+    Unset { field: String, var: String },
+}
+
 /// Expands `${VAR}` and `${VAR:-default}`; a bare `$` and an unknown `${VAR}` are errors,
 /// so a typo never silently becomes an empty path.
-pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -131,18 +164,26 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
         let body = after
             .strip_prefix('{')
             .and_then(|a| a.find('}').map(|j| &a[..j]))
-            .ok_or_else(|| format!("{s:?}: expected ${{VAR}} or ${{VAR:-default}}"))?;
+            .ok_or_else(|| ExpandError::Syntax(s.to_string()))?;
         let (var, default) = match body.split_once(":-") {
             Some((v, d)) => (v, Some(d)),
             None => (body, None),
         };
         if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("{s:?}: bad variable name {var:?}"));
+            return Err(ExpandError::Name {
+                field: s.to_string(),
+                var: var.to_string(),
+            });
         }
         match (env(var).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
-            (None, None) => return Err(format!("{s:?}: ${var} is not set")),
+            (None, None) => {
+                return Err(ExpandError::Unset {
+                    field: s.to_string(),
+                    var: var.to_string(),
+                })
+            }
         }
         rest = &after[body.len() + 2..];
     }
@@ -153,10 +194,12 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
 /// What a profile decides for one run, with the environment applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
+    /// The profile's variable prefix (`ETCD`), for `PREFIX_IMAGE=` lines.
+    pub prefix: String,
     /// The image reference (without a `--digest` pin, which the caller adds).
     pub image: String,
-    pub volumes: Vec<String>,
-    pub presets: Vec<String>,
+    pub volumes: Vec<VolumeSpec>,
+    pub presets: Vec<Preset>,
     /// `NAME=VALUE` items and pass-through names.
     pub env: Vec<String>,
     pub exec: Option<String>,
@@ -177,9 +220,9 @@ impl Profile {
         vars: &[(String, String)],
         lookup_user: &dyn Fn(&str) -> Option<(u32, u32)>,
     ) -> Result<Resolved, ProfileError> {
-        let err = |why: String| ProfileError::Expand {
+        let err = |source: ExpandError| ProfileError::Expand {
             profile: self.name.clone(),
-            why,
+            source,
         };
         let p = &self.prefix;
         let var = |k: &str| env(&format!("{p}_{k}")).filter(|v| !v.is_empty());
@@ -196,7 +239,16 @@ impl Profile {
             }
         };
         let ex = |s: &String| expand(s, env).map_err(err);
-        let volumes = self.volumes.iter().map(ex).collect::<Result<Vec<_>, _>>()?;
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|v| {
+                ex(v)?.parse().map_err(|source| ProfileError::Volume {
+                    profile: self.name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<VolumeSpec>, _>>()?;
         // PREFIX_* pass through (but not the variables that only choose the image); the
         // profile's own settings come after, so they win (ETCD_DATA_DIR is the path inside).
         let own = [
@@ -231,6 +283,7 @@ impl Profile {
             None => None,
         };
         Ok(Resolved {
+            prefix: self.prefix.clone(),
             image,
             volumes,
             presets: self.presets.clone(),
@@ -280,9 +333,7 @@ mod tests {
             let p = load(name, Path::new("/nonexistent")).unwrap();
             let r = p.resolve(None, &|_| None, &[], &|_| Some((0, 0))).unwrap();
             assert!(r.image.contains(':'), "{name}: {}", r.image);
-            for v in &r.volumes {
-                assert!(v.parse::<crate::run::VolumeSpec>().is_ok(), "{name}: {v}");
-            }
+            assert!(!r.volumes.is_empty() || name == "fleet", "{name}");
         }
     }
 
@@ -329,7 +380,9 @@ mod tests {
         assert!(r
             .volumes
             .iter()
-            .any(|v| v.starts_with("/run/fleet/units:/run/fleet/units") && v.contains("create")));
+            .any(|v| v.source == Path::new("/run/fleet/units")
+                && v.target == "/run/fleet/units"
+                && v.create));
     }
 
     #[test]
@@ -351,7 +404,9 @@ mod tests {
         assert!(
             r.volumes
                 .iter()
-                .any(|v| v.starts_with("/etc/ssl/mine:/etc/ssl/certs:ro")),
+                .any(|v| v.source == Path::new("/etc/ssl/mine")
+                    && v.target == "/etc/ssl/certs"
+                    && v.readonly),
             "{:?}",
             r.volumes
         );

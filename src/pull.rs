@@ -29,10 +29,15 @@ pub enum PullPolicy {
     Never,
 }
 
+/// A `--pull` value that is not a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown pull policy {0:?} (always, missing, newer, never)")]
+pub struct PolicyError(String);
+
 impl FromStr for PullPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        <Self as clap::ValueEnum>::from_str(s, true)
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, PolicyError> {
+        <Self as clap::ValueEnum>::from_str(s, true).map_err(|_| PolicyError(s.to_string()))
     }
 }
 
@@ -62,8 +67,12 @@ pub enum PullError {
         advertised: Digest,
         actual: Digest,
     },
-    #[error("{reference}: {why}")]
-    Platform { reference: String, why: String },
+    #[error("{reference}")]
+    Platform {
+        reference: String,
+        #[source]
+        source: manifest::PlatformError,
+    },
     #[error("{reference} is not in the store at {root}{hint}")]
     NotInStore {
         reference: String,
@@ -208,11 +217,12 @@ fn resolve_document(
     let digest = top.digest.clone();
     let (manifest_digest, doc) = match top.document {
         Document::Index(entries) => {
-            let d =
-                manifest::select_platform(&entries, wanted).map_err(|why| PullError::Platform {
+            let d = manifest::select_platform(&entries, wanted).map_err(|source| {
+                PullError::Platform {
                     reference: reference.to_string(),
-                    why,
-                })?;
+                    source,
+                }
+            })?;
             let child = src.manifest_by_digest(reference, &d.digest, Some(&d.media_type), false)?;
             if d.size.is_some_and(|s| s != child.canonical.len() as u64) {
                 return Err(StoreError::SizeMismatch {
@@ -245,8 +255,7 @@ fn resolve_document(
         Document::Index(_) => {
             return Err(PullError::Platform {
                 reference: reference.to_string(),
-                why: "an index entry points at another index; nested indexes are not supported"
-                    .into(),
+                source: manifest::PlatformError::NestedIndex,
             })
         }
     };
@@ -254,7 +263,10 @@ fn resolve_document(
         if platform_explicit {
             return Err(PullError::Platform {
                 reference: reference.to_string(),
-                why: format!("the image is for {platform}, not {wanted}"),
+                source: manifest::PlatformError::Mismatch {
+                    image: Box::new(platform),
+                    wanted: Box::new(wanted.clone()),
+                },
             });
         }
         tracing::warn!(%reference, image = %platform, host = %wanted, "image platform differs from the host's");

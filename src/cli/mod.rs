@@ -55,7 +55,7 @@ pub struct RegistryArgs {
         long,
         global = true,
         value_name = "DIR",
-        default_value = "/etc/skiff/certs.d"
+        default_value = registry::DEFAULT_CERTS_DIR
     )]
     pub certs_dir: PathBuf,
     /// Credentials for the image's registry.
@@ -180,52 +180,59 @@ pub enum Command {
     },
 }
 
+/// An image argument resolved once: the reference (pin applied), the platform, and the
+/// profile with skiff's environment applied. Everything after the command line takes this.
+#[derive(Clone, Debug)]
+pub struct ImageChoice {
+    pub reference: Reference,
+    pub platform: Platform,
+    /// Whether the platform was asked for (a mismatch is then an error, not a warning).
+    pub platform_explicit: bool,
+    pub profile: Option<crate::profiles::Resolved>,
+}
+
 impl ImageArgs {
-    /// The profile, resolved against skiff's environment.
-    pub fn profile(&self) -> Result<Option<crate::profiles::Resolved>> {
-        let Some(name) = &self.profile else {
-            return Ok(None);
+    /// Resolves the profile (reading it and the environment once), the reference with its
+    /// `--digest` pin, and the platform.
+    pub fn resolve(&self) -> Result<ImageChoice> {
+        let profile = match &self.profile {
+            Some(name) => {
+                let profile = crate::profiles::load(name, &self.profile_dir)?;
+                let vars: Vec<(String, String)> = std::env::vars().collect();
+                let env = |k: &str| std::env::var(k).ok();
+                Some(profile.resolve(
+                    self.tag.as_deref(),
+                    &env,
+                    &vars,
+                    &crate::profiles::host_user,
+                )?)
+            }
+            None => None,
         };
-        let profile = crate::profiles::load(name, &self.profile_dir)?;
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        let env = |k: &str| std::env::var(k).ok();
-        Ok(Some(profile.resolve(
-            self.tag.as_deref(),
-            &env,
-            &vars,
-            &crate::profiles::host_user,
-        )?))
-    }
-
-    /// The image as given, or as the profile names it.
-    pub fn image_name(&self) -> Result<String> {
-        match (&self.image, self.profile()?) {
-            (Some(i), _) => Ok(i.clone()),
-            (None, Some(p)) => Ok(p.image),
+        let image = match (&self.image, &profile) {
+            (Some(i), _) => i.clone(),
+            (None, Some(p)) => p.image.clone(),
             (None, None) => anyhow::bail!("give an IMAGE or --profile"),
+        };
+        let mut reference: Reference = image
+            .parse()
+            .with_context(|| format!("parsing image reference {image:?}"))?;
+        if let Some(d) = &self.digest {
+            let d: Digest = d.parse().context("parsing --digest")?;
+            reference = reference.with_digest(d).map_err(|(a, b)| {
+                anyhow::anyhow!("the reference pins {a} but --digest says {b}; give one pin")
+            })?;
         }
-    }
-}
-
-/// Parses an image argument with its `--digest` pin.
-pub fn reference(args: &ImageArgs) -> Result<Reference> {
-    let image = args.image_name()?;
-    let mut r: Reference = image
-        .parse()
-        .with_context(|| format!("parsing image reference {image:?}"))?;
-    if let Some(d) = &args.digest {
-        let d: Digest = d.parse().context("parsing --digest")?;
-        r = r.with_digest(d).map_err(|(a, b)| {
-            anyhow::anyhow!("the reference pins {a} but --digest says {b}; give one pin")
-        })?;
-    }
-    Ok(r)
-}
-
-pub fn platform(args: &ImageArgs) -> Result<(Platform, bool)> {
-    match &args.platform {
-        Some(p) => Ok((p.parse().map_err(anyhow::Error::msg)?, true)),
-        None => Ok((Platform::host(), false)),
+        let (platform, platform_explicit) = match &self.platform {
+            Some(p) => (p.parse().context("parsing --platform")?, true),
+            None => (Platform::host(), false),
+        };
+        Ok(ImageChoice {
+            reference,
+            platform,
+            platform_explicit,
+            profile,
+        })
     }
 }
 
@@ -274,15 +281,15 @@ pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Pull { image, pull } => {
             let store = open_store(&cli)?;
-            let (img, _) = pull_image(&cli, &store, image, pull)?;
+            let (img, _) = pull_image(&cli, &store, &image.resolve()?, pull)?;
             println!("{}", img.digest);
             Ok(())
         }
         Command::Images { json } => images::list(&open_store(&cli)?, *json),
         Command::Inspect { image } => {
             let store = open_store(&cli)?;
-            let r = reference(image)?;
-            images::inspect(&store, &r, image.platform.as_deref())
+            let choice = image.resolve()?;
+            images::inspect(&store, &choice.reference, image.platform.as_deref())
         }
         Command::Rm { images } => images::remove(&open_store(&cli)?, images),
         Command::Unpack {
@@ -301,7 +308,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 digest: digest.clone(),
                 platform: platform.clone(),
             };
-            let (img, _) = pull_image(&cli, &store, &args, pull)?;
+            let (img, _) = pull_image(&cli, &store, &args.resolve()?, pull)?;
             images::unpack_to(&store, &img, dir)
         }
         Command::Run(args) => run::run_image(&cli, args),
@@ -319,17 +326,16 @@ pub fn open_store(cli: &Cli) -> Result<Store> {
 pub fn pull_image(
     cli: &Cli,
     store: &Store,
-    image: &ImageArgs,
+    image: &ImageChoice,
     args: &PullArgs,
 ) -> Result<(pull::Image, crate::unpack::Unpacked)> {
-    let r = reference(image)?;
-    let (platform, platform_explicit) = platform(image)?;
+    let r = &image.reference;
     let client = cli.registry.client()?;
     let reporter = progress::Reporter::new();
     let req = pull::Request {
-        reference: &r,
-        platform,
-        platform_explicit,
+        reference: r,
+        platform: image.platform.clone(),
+        platform_explicit: image.platform_explicit,
         policy: args.pull,
         max_parallel: args.max_parallel.max(1),
     };

@@ -6,8 +6,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::Cli;
-use super::{open_store, pull_image, reference, ImageArgs, PullArgs};
+use super::{open_store, pull_image, ImageArgs, PullArgs};
 use crate::pull::PullPolicy;
+use crate::run::DEFAULT_ETCD_SSL_DIR;
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -29,7 +30,7 @@ pub struct RunArgs {
     pub inherit_env: bool,
     /// USER[:GROUP], by name from the image's /etc/passwd and /etc/group, or numeric.
     #[arg(long, short = 'u')]
-    pub user: Option<String>,
+    pub user: Option<crate::run::UserSpec>,
     /// Working directory inside the image.
     #[arg(long, short = 'w')]
     pub workdir: Option<String>,
@@ -48,7 +49,7 @@ pub struct RunArgs {
     /// Bind the etcd certificate directory (--etcd-dir) and /run/etcd.
     #[arg(long)]
     pub host_etcd: bool,
-    #[arg(long, default_value = "/etc/ssl/etcd", value_name = "DIR")]
+    #[arg(long, default_value = DEFAULT_ETCD_SSL_DIR, value_name = "DIR")]
     pub etcd_dir: PathBuf,
     /// Bind /etc/hosts and a resolv.conf that follows the host's.
     #[arg(long)]
@@ -125,10 +126,11 @@ impl RunArgs {
 /// `skiff run`: everything up to the exec; returns only on failure.
 pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
     let store = open_store(cli)?;
-    let (img, unpacked) = pull_image(cli, &store, &args.image, &args.pull)?;
+    let choice = args.image.resolve()?;
+    let (img, unpacked) = pull_image(cli, &store, &choice, &args.pull)?;
     let mut opts = args.options();
-    if let Some(p) = args.image.profile()? {
-        apply_profile(&mut opts, p)?;
+    if let Some(p) = choice.profile {
+        apply_profile(&mut opts, p);
     }
     let scratch = store.run_scratch()?;
     let prepared = crate::run::prepare(unpacked.rootfs, scratch.clone(), &img.config, &opts)?;
@@ -158,20 +160,17 @@ pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
 /// `skiff pin`: ask the registry what the tag means now, store it, print the pinned name.
 pub(super) fn pin(cli: &Cli, image: &ImageArgs, write: Option<&std::path::Path>) -> Result<()> {
     let store = open_store(cli)?;
-    let r = reference(image)?;
+    let choice = image.resolve()?;
     let args = PullArgs {
         pull: PullPolicy::Always,
         max_parallel: 4,
     };
-    let (img, _) = pull_image(cli, &store, image, &args)?;
-    let pinned = format!("{}@{}", r.name(), img.digest);
+    let (img, _) = pull_image(cli, &store, &choice, &args)?;
+    let pinned = format!("{}@{}", choice.reference.name(), img.digest);
     println!("{pinned}");
     if let Some(path) = write {
-        let line = match &image.profile {
-            Some(name) => {
-                let prefix = crate::profiles::load(name, &image.profile_dir)?.prefix;
-                format!("{prefix}_IMAGE={pinned}\n")
-            }
+        let line = match &choice.profile {
+            Some(p) => format!("{}_IMAGE={pinned}\n", p.prefix),
             None => format!("{pinned}\n"),
         };
         std::fs::write(path, line).with_context(|| format!("writing {}", path.display()))?;
@@ -180,15 +179,8 @@ pub(super) fn pin(cli: &Cli, image: &ImageArgs, write: Option<&std::path::Path>)
 }
 
 /// Puts a profile's mounts, presets, environment and user under what the flags say (flags win).
-fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) -> Result<()> {
-    let mut volumes = p
-        .volumes
-        .iter()
-        .map(|v| {
-            v.parse::<crate::run::VolumeSpec>()
-                .map_err(anyhow::Error::msg)
-        })
-        .collect::<Result<Vec<_>>>()?;
+fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) {
+    let mut volumes = p.volumes;
     if let Some((host, target)) = &p.data_dir {
         // Created and owned by the service's user, as etcd-wrapper did: a step of the plan,
         // made when the run happens (never by --dry-run).
@@ -201,22 +193,16 @@ fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) -
     volumes.append(&mut opts.volumes);
     opts.volumes = volumes;
     for preset in &p.presets {
-        match preset.as_str() {
-            "systemd" => opts.presets.systemd = true,
-            "dbus" => opts.presets.dbus = true,
-            "dns" => opts.presets.dns = true,
-            "certs" => opts.presets.certs = true,
-            "etcd" => {
-                opts.presets.etcd = Some(
-                    opts.presets
-                        .etcd
-                        .clone()
-                        .unwrap_or_else(|| "/etc/ssl/etcd".into()),
-                )
+        use crate::profiles::Preset;
+        match preset {
+            Preset::Systemd => opts.presets.systemd = true,
+            Preset::Dbus => opts.presets.dbus = true,
+            Preset::Dns => opts.presets.dns = true,
+            Preset::Certs => opts.presets.certs = true,
+            Preset::Etcd => {
+                let dir = opts.presets.etcd.take();
+                opts.presets.etcd = Some(dir.unwrap_or_else(|| DEFAULT_ETCD_SSL_DIR.into()));
             }
-            other => anyhow::bail!(
-                "profile preset {other:?} is not one of systemd, dbus, dns, certs, etcd"
-            ),
         }
     }
     let mut env = p.env;
@@ -226,8 +212,7 @@ fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) -
         opts.exec = p.exec;
     }
     if opts.user.is_none() {
-        opts.user = p.user.map(|(u, g)| format!("{u}:{g}"));
+        opts.user = p.user.map(|(u, g)| crate::run::UserSpec::ids(u, g));
     }
     opts.flag_env_prefix = p.flag_env_prefix;
-    Ok(())
 }

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::reference::{Digest, ReferenceError};
 pub use image::Image;
-pub use platform::{select as select_platform, Platform};
+pub use platform::{select as select_platform, Platform, PlatformError};
 
 /// Manifests, indexes and configs are small; anything larger is hostile or broken.
 pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
@@ -59,8 +59,8 @@ pub enum ManifestError {
     },
     #[error("layer {digest} has unsupported media type {media_type:?}")]
     LayerType { digest: Digest, media_type: String },
-    #[error("schema1 manifest: {0}")]
-    Schema1(String),
+    #[error("schema1 manifest")]
+    Schema1(#[from] schema1::Schema1Error),
     #[error("config has {diff_ids} diff_ids but the manifest lists {layers} layers")]
     LayerCount { diff_ids: usize, layers: usize },
     #[error("the manifest has no layers")]
@@ -288,7 +288,7 @@ fn parse_manifest(body: &[u8]) -> Result<ImageManifest, ManifestError> {
             let c = layer_compression(&d)?;
             Ok((d, c))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, ManifestError>>()?;
     if layers.is_empty() {
         return Err(ManifestError::NoLayers);
     }

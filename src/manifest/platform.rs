@@ -66,9 +66,28 @@ impl fmt::Display for Platform {
     }
 }
 
+/// Why a platform could not be parsed or chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    #[error("invalid platform {0:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64/v8")]
+    Syntax(String),
+    #[error("no image for platform {wanted}; the index offers: {}", if .offered.is_empty() { "(no platforms)".to_string() } else { .offered.join(", ") })]
+    NotOffered {
+        wanted: Box<Platform>,
+        offered: Vec<String>,
+    },
+    #[error("an index entry points at another index; nested indexes are not supported")]
+    NestedIndex,
+    #[error("the image is for {image}, not {wanted}")]
+    Mismatch {
+        image: Box<Platform>,
+        wanted: Box<Platform>,
+    },
+}
+
 impl FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = PlatformError;
+    fn from_str(s: &str) -> Result<Self, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
         let ok = |p: &str| {
             !p.is_empty()
@@ -86,32 +105,26 @@ impl FromStr for Platform {
                 architecture: arch.to_string(),
                 variant: Some(v.to_string()),
             }),
-            _ => Err(format!(
-                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64/v8"
-            )),
+            _ => Err(PlatformError::Syntax(s.to_string())),
         }
     }
 }
 
 /// Picks the index entry for `wanted`, or lists what the index offers.
-pub fn select<'a>(entries: &'a [IndexEntry], wanted: &Platform) -> Result<&'a Descriptor, String> {
+pub fn select<'a>(
+    entries: &'a [IndexEntry],
+    wanted: &Platform,
+) -> Result<&'a Descriptor, PlatformError> {
     entries
         .iter()
         .find(|e| e.platform.as_ref().is_some_and(|p| p.satisfies(wanted)))
         .map(|e| &e.descriptor)
-        .ok_or_else(|| {
-            let available: Vec<String> = entries
+        .ok_or_else(|| PlatformError::NotOffered {
+            wanted: Box::new(wanted.clone()),
+            offered: entries
                 .iter()
                 .filter_map(|e| e.platform.as_ref().map(|p| p.to_string()))
-                .collect();
-            format!(
-                "no image for platform {wanted}; the index offers: {}",
-                if available.is_empty() {
-                    "(no platforms)".to_string()
-                } else {
-                    available.join(", ")
-                }
-            )
+                .collect(),
         })
 }
 

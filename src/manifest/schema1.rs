@@ -70,14 +70,25 @@ struct V1Config {
     working_dir: Option<String>,
 }
 
-fn err(msg: impl Into<String>) -> ManifestError {
-    ManifestError::Schema1(msg.into())
+/// What is wrong with a schema1 manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum Schema1Error {
+    #[error("bad base64url in signature")]
+    Base64(#[source] base64::DecodeError),
+    #[error("formatLength {length} is beyond the {body}-byte body")]
+    FormatLength { length: usize, body: usize },
+    #[error("signatures disagree on the signed payload")]
+    Disagree,
+    #[error("signed payload is not schemaVersion 1")]
+    Version,
+    #[error("{fs_layers} fsLayers but {history} history entries")]
+    Counts { fs_layers: usize, history: usize },
 }
 
 fn b64url(s: &str) -> Result<Vec<u8>, ManifestError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s.trim_end_matches('='))
-        .map_err(|e| err(format!("bad base64url in signature: {e}")))
+        .map_err(|e| Schema1Error::Base64(e).into())
 }
 
 /// The canonical payload of a (possibly signed) schema1 body.
@@ -86,19 +97,16 @@ pub(super) fn canonical_payload(body: &[u8]) -> Result<Vec<u8>, ManifestError> {
     let mut payload: Option<Vec<u8>> = None;
     for sig in &signed.signatures {
         let protected: Protected = json("schema1 protected header", &b64url(&sig.protected)?)?;
-        let head = body.get(..protected.format_length).ok_or_else(|| {
-            err(format!(
-                "formatLength {} is beyond the {}-byte body",
-                protected.format_length,
-                body.len()
-            ))
-        })?;
+        let head = body
+            .get(..protected.format_length)
+            .ok_or(Schema1Error::FormatLength {
+                length: protected.format_length,
+                body: body.len(),
+            })?;
         let mut candidate = head.to_vec();
         candidate.extend_from_slice(&b64url(&protected.format_tail)?);
         match &payload {
-            Some(p) if *p != candidate => {
-                return Err(err("signatures disagree on the signed payload"))
-            }
+            Some(p) if *p != candidate => return Err(Schema1Error::Disagree.into()),
             _ => payload = Some(candidate),
         }
     }
@@ -109,14 +117,14 @@ pub(super) fn parse(body: &[u8]) -> Result<(Vec<u8>, super::Schema1Image), Manif
     let canonical = canonical_payload(body)?;
     let p: Payload = json("schema1 payload", &canonical)?;
     if p.schema_version != 1 {
-        return Err(err("signed payload is not schemaVersion 1"));
+        return Err(Schema1Error::Version.into());
     }
     if p.fs_layers.len() != p.history.len() {
-        return Err(err(format!(
-            "{} fsLayers but {} history entries",
-            p.fs_layers.len(),
-            p.history.len()
-        )));
+        return Err(Schema1Error::Counts {
+            fs_layers: p.fs_layers.len(),
+            history: p.history.len(),
+        }
+        .into());
     }
     let compat = p
         .history

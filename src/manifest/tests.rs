@@ -98,7 +98,9 @@ fn index_and_platform_choice() {
     assert_eq!(amd.digest.hex(), H2);
     let arm = platform::select(&entries, &"linux/arm64".parse().unwrap()).unwrap();
     assert_eq!(arm.digest.hex(), H1);
-    let e = platform::select(&entries, &"linux/s390x".parse().unwrap()).unwrap_err();
+    let e = platform::select(&entries, &"linux/s390x".parse().unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("linux/arm64/v8") && e.contains("linux/amd64"),
         "{e}"

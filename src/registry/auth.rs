@@ -24,15 +24,61 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// Why credentials or a token could not be had; secrets are never in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("credentials must be USER:PASSWORD")]
+    CredsSyntax,
+    #[error("malformed token response")]
+    TokenJson(#[source] serde_json::Error),
+    #[error("token response has no token")]
+    NoToken,
+    #[error("token has characters that cannot go in a header")]
+    TokenChars,
+    #[error("reading {0}")]
+    ReadFile(PathBuf, #[source] std::io::Error),
+    #[error("malformed auth file {0}")]
+    FileJson(PathBuf, #[source] serde_json::Error),
+    #[error("bad \"auth\" in {0}: not base64 of UTF-8 USER:PASSWORD")]
+    BadAuth(PathBuf),
+    #[error("invalid credential helper name {0:?}")]
+    HelperName(String),
+    #[error("{what} {prog}")]
+    Helper {
+        what: &'static str,
+        prog: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{prog} get failed ({status}) for {registry}")]
+    HelperFailed {
+        prog: String,
+        status: std::process::ExitStatus,
+        registry: String,
+    },
+    #[error("malformed output of {0}")]
+    HelperJson(String, #[source] serde_json::Error),
+    #[error("bad realm {0:?}")]
+    Realm(String, #[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("realm {0:?} has no host")]
+    RealmHost(String),
+    #[error("token endpoint {url} answered {status}{hint}")]
+    TokenStatus {
+        url: String,
+        status: reqwest::StatusCode,
+        hint: &'static str,
+    },
+}
+
 impl Credentials {
     /// Parses `USER:PASS` (the password may contain ':').
-    pub fn parse(s: &str) -> Result<Credentials, String> {
+    pub fn parse(s: &str) -> Result<Credentials, AuthError> {
         match s.split_once(':') {
             Some((u, p)) if !u.is_empty() => Ok(Credentials {
                 username: u.to_string(),
                 password: p.to_string(),
             }),
-            _ => Err("credentials must be USER:PASSWORD".to_string()),
+            _ => Err(AuthError::CredsSyntax),
         }
     }
 
@@ -164,16 +210,15 @@ struct TokenResponse {
 
 /// Parses a token endpoint's answer. Tokens live 60 s unless the issuer says otherwise; a
 /// margin keeps skiff from sending one that expires in flight.
-pub fn parse_token(body: &[u8], now: Instant) -> Result<Token, String> {
-    let r: TokenResponse =
-        serde_json::from_slice(body).map_err(|e| format!("malformed token response: {e}"))?;
+pub fn parse_token(body: &[u8], now: Instant) -> Result<Token, AuthError> {
+    let r: TokenResponse = serde_json::from_slice(body).map_err(AuthError::TokenJson)?;
     let value = r
         .token
         .or(r.access_token)
         .filter(|t| !t.is_empty())
-        .ok_or("token response has no token")?;
+        .ok_or(AuthError::NoToken)?;
     if value.chars().any(|c| c.is_control() || c == ' ') {
-        return Err("token has characters that cannot go in a header".into());
+        return Err(AuthError::TokenChars);
     }
     let life = r.expires_in.unwrap_or(60).clamp(10, 24 * 3600);
     Ok(Token {
@@ -267,7 +312,7 @@ pub fn lookup(
     files: &[PathBuf],
     registry: &str,
     repository: &str,
-) -> Result<Option<Credentials>, String> {
+) -> Result<Option<Credentials>, AuthError> {
     let mut keys = vec![];
     let mut ns = format!("{registry}/{repository}");
     loop {
@@ -310,65 +355,70 @@ pub fn lookup(
     Ok(None)
 }
 
-fn read_auth_file(path: &Path) -> Result<Option<AuthFile>, String> {
+fn read_auth_file(path: &Path) -> Result<Option<AuthFile>, AuthError> {
+    let read = |e| AuthError::ReadFile(path.to_path_buf(), e);
     let bytes = match std::fs::File::open(path) {
         Ok(f) => {
             let mut buf = Vec::new();
-            f.take(1 << 20)
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            f.take(1 << 20).read_to_end(&mut buf).map_err(read)?;
             buf
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        Err(e) => return Err(read(e)),
     };
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| format!("malformed auth file {}: {e}", path.display()))
+        .map_err(|e| AuthError::FileJson(path.to_path_buf(), e))
 }
 
-fn decode_auth(auth: &str, path: &Path) -> Result<Credentials, String> {
+fn decode_auth(auth: &str, path: &Path) -> Result<Credentials, AuthError> {
+    let bad = || AuthError::BadAuth(path.to_path_buf());
     let raw = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
-        .map_err(|_| format!("bad base64 \"auth\" in {}", path.display()))?;
-    let s =
-        String::from_utf8(raw).map_err(|_| format!("non-UTF-8 \"auth\" in {}", path.display()))?;
-    Credentials::parse(&s).map_err(|e| format!("{e} (in {})", path.display()))
+        .map_err(|_| bad())?;
+    let s = String::from_utf8(raw).map_err(|_| bad())?;
+    Credentials::parse(&s).map_err(|_| bad())
 }
 
 /// Asks `docker-credential-HELPER get`, as docker and podman do.
-fn credential_helper(helper: &str, registry: &str) -> Result<Credentials, String> {
+fn credential_helper(helper: &str, registry: &str) -> Result<Credentials, AuthError> {
     if !helper
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     {
-        return Err(format!("invalid credential helper name {helper:?}"));
+        return Err(AuthError::HelperName(helper.to_string()));
     }
     let prog = format!("docker-credential-{helper}");
+    let io = |what: &'static str| {
+        let prog = prog.clone();
+        move |source| AuthError::Helper { what, prog, source }
+    };
     let mut child = Command::new(&prog)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("running {prog}: {e}"))?;
+        .map_err(io("running"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(registry.as_bytes())
-            .map_err(|e| format!("writing to {prog}: {e}"))?;
+            .map_err(io("writing to"))?;
     }
     let mut out = Vec::new();
     if let Some(stdout) = child.stdout.take() {
         stdout
             .take(1 << 16)
             .read_to_end(&mut out)
-            .map_err(|e| format!("reading from {prog}: {e}"))?;
+            .map_err(io("reading from"))?;
     }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for {prog}: {e}"))?;
+    let status = child.wait().map_err(io("waiting for"))?;
     if !status.success() {
-        return Err(format!("{prog} get failed ({status}) for {registry}"));
+        return Err(AuthError::HelperFailed {
+            prog,
+            status,
+            registry: registry.to_string(),
+        });
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -377,7 +427,7 @@ fn credential_helper(helper: &str, registry: &str) -> Result<Credentials, String
         secret: String,
     }
     let h: HelperOut =
-        serde_json::from_slice(&out).map_err(|e| format!("malformed output of {prog}: {e}"))?;
+        serde_json::from_slice(&out).map_err(|e| AuthError::HelperJson(prog.clone(), e))?;
     Ok(Credentials {
         username: h.username,
         password: h.secret,

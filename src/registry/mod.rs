@@ -24,6 +24,8 @@ use crate::reference::{Digest, Reference};
 use crate::store::StoreError;
 use auth::{Challenge, Credentials, TokenCache};
 
+/// Per-registry CAs, as containers' certs.d: `DIR/HOST[:PORT]/*.crt`.
+pub const DEFAULT_CERTS_DIR: &str = "/etc/skiff/certs.d";
 const MAX_ERROR_BODY: u64 = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_TOKEN_BODY: u64 = 1 << 20;
@@ -46,8 +48,12 @@ pub enum RegistryError {
     NotFound { what: String, url: String },
     #[error("GET {url}: 401 unauthorized{}; give credentials with --creds USER:PASS or an auth file (REGISTRY_AUTH_FILE, containers auth.json, ~/.docker/config.json)", body_suffix(.body))]
     Unauthorized { url: String, body: String },
-    #[error("authenticating to {registry}: {why}")]
-    Auth { registry: String, why: String },
+    #[error("authenticating to {registry}")]
+    Auth {
+        registry: String,
+        #[source]
+        source: auth::AuthError,
+    },
     #[error("reading CA certificates {path}: {why}")]
     Ca { path: PathBuf, why: String },
     #[error("{url} answered more than {limit} bytes")]
@@ -149,7 +155,7 @@ impl Default for Options {
         Options {
             insecure: vec![],
             tls_ca: vec![],
-            certs_dir: PathBuf::from("/etc/skiff/certs.d"),
+            certs_dir: PathBuf::from(DEFAULT_CERTS_DIR),
             creds: None,
             auth_files: auth::auth_file_locations(),
             mirrors: vec![],
@@ -431,10 +437,10 @@ impl Client {
                 return Ok(Some(c.clone()));
             }
         }
-        auth::lookup(&self.opts.auth_files, &ep.cred_key, repository).map_err(|why| {
+        auth::lookup(&self.opts.auth_files, &ep.cred_key, repository).map_err(|source| {
             RegistryError::Auth {
                 registry: ep.cred_key.clone(),
-                why,
+                source,
             }
         })
     }
@@ -475,12 +481,12 @@ impl Client {
         scope: &str,
         creds: Option<&Credentials>,
     ) -> Result<auth::Token, RegistryError> {
-        let err = |why: String| RegistryError::Auth {
+        let err = |source: auth::AuthError| RegistryError::Auth {
             registry: ep.cred_key.clone(),
-            why,
+            source,
         };
-        let mut url =
-            reqwest::Url::parse(realm).map_err(|e| err(format!("bad realm {realm:?}: {e}")))?;
+        let mut url = reqwest::Url::parse(realm)
+            .map_err(|e| err(auth::AuthError::Realm(realm.to_string(), Box::new(e))))?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -491,7 +497,7 @@ impl Client {
         let realm_host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
-            _ => return Err(err(format!("realm {realm:?} has no host"))),
+            _ => return Err(err(auth::AuthError::RealmHost(realm.to_string()))),
         };
         let http = self.http(&realm_host, CONNECT_TIMEOUT)?;
         let mut req = http.get(url.clone());
@@ -505,15 +511,15 @@ impl Client {
         let status = resp.status();
         let body = read_bounded(resp, MAX_TOKEN_BODY, url.as_str())?;
         if !status.is_success() {
-            return Err(err(format!(
-                "token endpoint {} answered {status}{}",
-                url.as_str().split('?').next().unwrap_or(""),
-                if status == StatusCode::UNAUTHORIZED {
+            return Err(err(auth::AuthError::TokenStatus {
+                url: url.as_str().split('?').next().unwrap_or("").to_string(),
+                status,
+                hint: if status == StatusCode::UNAUTHORIZED {
                     " (wrong credentials?)"
                 } else {
                     ""
-                }
-            )));
+                },
+            }));
         }
         auth::parse_token(&body, Instant::now()).map_err(err)
     }

@@ -47,7 +47,7 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
             MountOp::PivotRoot(r) => Some(r.clone()),
             _ => None,
         })
-        .ok_or_else(|| RunError::Plan("the plan has no pivot_root".into()))?;
+        .ok_or(RunError::NoPivot)?;
     for op in ops {
         let target = |sys: &mut dyn Sys, t: &Target, kind| match t {
             Target::Host(p) => Ok(p.clone()),
@@ -102,9 +102,7 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
                     Some(&data),
                 )
                 .map_err(|e| match e {
-                    Errno::ENODEV => {
-                        RunError::Plan("the kernel has no overlayfs (modprobe overlay)".into())
-                    }
+                    Errno::ENODEV => RunError::NoOverlayfs,
                     e => op_err(op)(e),
                 })?;
                 sys.chdir(Path::new("/")).map_err(op_err(op))?;
@@ -169,8 +167,7 @@ pub struct Linux {
 }
 
 fn inner(path: &str) -> Result<InnerPath, RunError> {
-    InnerPath::parse(path.as_bytes())?
-        .ok_or_else(|| RunError::Plan(format!("{path:?} is the root itself")))
+    InnerPath::parse(path.as_bytes())?.ok_or_else(|| RunError::RootTarget(path.to_string()))
 }
 
 impl Sys for Linux {

@@ -47,8 +47,12 @@ const NAMES: [&str; 41] = [
     "CHECKPOINT_RESTORE",
 ];
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown capability {0:?}")]
+pub struct CapError(pub String);
+
 /// Parses `CAP_NET_RAW`, `net_raw` or `ALL` into a bit mask.
-pub fn parse(names: &[String]) -> Result<u64, String> {
+pub fn parse(names: &[String]) -> Result<u64, CapError> {
     let mut mask = 0u64;
     for n in names {
         let up = n.to_ascii_uppercase();
@@ -60,7 +64,7 @@ pub fn parse(names: &[String]) -> Result<u64, String> {
         let i = NAMES
             .iter()
             .position(|x| *x == bare)
-            .ok_or_else(|| format!("unknown capability {n:?}"))?;
+            .ok_or_else(|| CapError(n.clone()))?;
         mask |= 1 << i;
     }
     Ok(mask)

@@ -67,11 +67,7 @@ pub fn apply_env_item(
                 set(env, item, &v);
             }
         }
-        _ => {
-            return Err(RunError::Env(format!(
-                "invalid environment item {item:?}: expected NAME=VALUE or NAME"
-            )))
-        }
+        _ => return Err(EnvError::Item(item.to_string()).into()),
     }
     Ok(())
 }
@@ -195,8 +191,23 @@ pub fn listen_fds() -> i32 {
         .unwrap_or(0)
 }
 
-fn cstr(s: &str, what: &str) -> Result<CString, RunError> {
-    CString::new(s).map_err(|_| RunError::Env(format!("{what} {s:?} contains a NUL byte")))
+fn cstr(s: &str, what: &'static str) -> Result<CString, RunError> {
+    CString::new(s).map_err(|_| {
+        EnvError::Nul {
+            what,
+            value: s.to_string(),
+        }
+        .into()
+    })
+}
+
+/// An environment item or exec argument that cannot be passed on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("invalid environment item {0:?}: expected NAME=VALUE or NAME")]
+    Item(String),
+    #[error("{what} {value:?} contains a NUL byte")]
+    Nul { what: &'static str, value: String },
 }
 
 pub struct Final<'a> {

@@ -20,8 +20,9 @@ use thiserror::Error;
 
 use crate::fs::root::RootError;
 use crate::manifest::RuntimeConfig;
-pub use presets::Presets;
-pub use volume::VolumeSpec;
+pub use presets::{Presets, DEFAULT_ETCD_SSL_DIR};
+pub use user::{Spec as UserSpec, UserError};
+pub use volume::{VolumeError, VolumeSpec};
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -37,10 +38,25 @@ pub enum RunError {
         #[source]
         source: Errno,
     },
-    #[error("{0}")]
-    Plan(String),
-    #[error("volume: {0}")]
-    Volume(String),
+    #[error("--writable needs overlayfs (storage is flat)")]
+    WritableNeedsOverlay,
+    #[error("the mount plan has no pivot_root")]
+    NoPivot,
+    #[error("the kernel has no overlayfs (modprobe overlay)")]
+    NoOverlayfs,
+    #[error("mount target {0:?} is the root itself")]
+    RootTarget(String),
+    #[error(transparent)]
+    Caps(#[from] caps::CapError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error("{op} {path}")]
+    HostStep {
+        op: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Path(#[from] RootError),
     #[error("unshare({what})")]
@@ -56,10 +72,10 @@ pub enum RunError {
         command: String,
         path: Option<String>,
     },
-    #[error("{0}")]
-    User(String),
-    #[error("{0}")]
-    Env(String),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Env(#[from] exec::EnvError),
     #[error("working directory {dir:?} is not in the image")]
     Workdir {
         dir: String,
@@ -97,7 +113,7 @@ pub struct Options {
     pub env: Vec<String>,
     pub env_files: Vec<PathBuf>,
     pub inherit_env: bool,
-    pub user: Option<String>,
+    pub user: Option<UserSpec>,
     pub workdir: Option<String>,
     pub exec: Option<String>,
     pub entrypoint: Option<String>,
@@ -137,9 +153,7 @@ pub fn prepare(
     opts: &Options,
 ) -> Result<Prepared, RunError> {
     if opts.writable && matches!(rootfs, plan::Rootfs::Flat(_)) {
-        return Err(RunError::Plan(
-            "--writable needs overlayfs (storage is flat)".into(),
-        ));
+        return Err(RunError::WritableNeedsOverlay);
     }
     let argv = exec::command(
         config,
@@ -180,8 +194,8 @@ pub fn prepare(
         argv,
         env_items,
         config: config.clone(),
-        cap_drop: caps::parse(&opts.cap_drop).map_err(RunError::Plan)?,
-        cap_add: caps::parse(&opts.cap_add).map_err(RunError::Plan)?,
+        cap_drop: caps::parse(&opts.cap_drop)?,
+        cap_add: caps::parse(&opts.cap_add)?,
         listen_fds: exec::listen_fds(),
     })
 }
@@ -193,15 +207,19 @@ fn apply_host_step(step: &plan::HostStep) -> Result<(), RunError> {
         create,
         owner,
     } = step;
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        RunError::Volume(format!("{what} {}: {e}", path.display()))
+    let fail = |op: String| {
+        move |source| RunError::HostStep {
+            op,
+            path: path.clone(),
+            source,
+        }
     };
     if *create {
-        std::fs::create_dir_all(path).map_err(|e| fail("creating", &e))?;
+        std::fs::create_dir_all(path).map_err(fail("creating".into()))?;
     }
     if let Some((uid, gid)) = owner {
         nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into()))
-            .map_err(|e| fail(&format!("chown {uid}:{gid}"), &e))?;
+            .map_err(|e| fail(format!("chown {uid}:{gid}"))(std::io::Error::from(e)))?;
     }
     Ok(())
 }
@@ -293,14 +311,17 @@ pub fn run(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
 
 /// Inside the new root: identity, environment, program, exec.
 fn become_payload(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
-    let spec = opts
-        .user
-        .clone()
-        .or(p.config.user.clone())
-        .unwrap_or_else(|| "0".to_string());
+    // The flag or profile, else the image's User, else root.
+    let spec = match (&opts.user, &p.config.user) {
+        (Some(s), _) => s.clone(),
+        (None, Some(image)) => image.parse()?,
+        (None, None) => UserSpec {
+            user: user::Who::Id(0),
+            group: None,
+        },
+    };
     let read = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
-    let identity =
-        user::resolve(&spec, &read("/etc/passwd"), &read("/etc/group")).map_err(RunError::User)?;
+    let identity = user::resolve(&spec, &read("/etc/passwd"), &read("/etc/group"))?;
     let inherited = opts.inherit_env.then(|| std::env::vars().collect());
     let mut env = exec::environment(&p.config.env, inherited, &p.env_items, &host_var)?;
     if let Some(prefix) = &opts.flag_env_prefix {

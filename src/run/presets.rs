@@ -18,6 +18,9 @@ pub struct Presets {
 
 const DBUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
+/// Where etcd's client certificates live on a Container Linux host (`--etcd-dir`).
+pub const DEFAULT_ETCD_SSL_DIR: &str = "/etc/ssl/etcd";
+
 /// What the presets add to a run.
 #[derive(Debug, Default)]
 pub struct Resolved {

@@ -68,40 +68,94 @@ fn group_entries(text: &str) -> Vec<Group> {
         .collect()
 }
 
-/// Resolves `spec` (`user`, `uid`, `user:group`, `uid:gid`) against the image's files.
-pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Identity, String> {
-    let (user, grp) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    if user.is_empty() || grp.is_some_and(str::is_empty) {
-        return Err(format!("invalid user {spec:?}: expected USER[:GROUP]"));
+/// Why a user could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("invalid user {0:?}: expected USER[:GROUP]")]
+    Syntax(String),
+    #[error("user id {0:?} is out of range")]
+    UidRange(String),
+    #[error("user {0:?} is not in the image's /etc/passwd")]
+    NoUser(String),
+    #[error("group id {0:?} is out of range")]
+    GidRange(String),
+    #[error("group {0:?} is not in the image's /etc/group")]
+    NoGroup(String),
+}
+
+/// A user or group as given: a name, or an id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Who {
+    Name(String),
+    Id(u32),
+}
+
+impl Who {
+    fn parse(s: &str, range: fn(String) -> UserError) -> Result<Who, UserError> {
+        if s.bytes().all(|b| b.is_ascii_digit()) {
+            parse_id(s).map(Who::Id).ok_or_else(|| range(s.to_string()))
+        } else {
+            Ok(Who::Name(s.to_string()))
+        }
     }
+}
+
+/// `USER[:GROUP]`, parsed once (from `--user`, a profile, or the image's config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub user: Who,
+    pub group: Option<Who>,
+}
+
+impl Spec {
+    /// A user given by ids (a profile's host user).
+    pub fn ids(uid: u32, gid: u32) -> Spec {
+        Spec {
+            user: Who::Id(uid),
+            group: Some(Who::Id(gid)),
+        }
+    }
+}
+
+impl std::str::FromStr for Spec {
+    type Err = UserError;
+    fn from_str(spec: &str) -> Result<Spec, UserError> {
+        let (user, grp) = match spec.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (spec, None),
+        };
+        if user.is_empty() || grp.is_some_and(str::is_empty) {
+            return Err(UserError::Syntax(spec.to_string()));
+        }
+        Ok(Spec {
+            user: Who::parse(user, UserError::UidRange)?,
+            group: grp
+                .map(|g| Who::parse(g, UserError::GidRange))
+                .transpose()?,
+        })
+    }
+}
+
+/// Resolves `spec` against the image's files: a name must be there; an id need not be.
+pub fn resolve(spec: &Spec, passwd: &str, group: &str) -> Result<Identity, UserError> {
     let users = passwd_entries(passwd);
     let groups = group_entries(group);
-    let entry = users.iter().find(|p| p.name == user).or_else(|| {
-        let uid = parse_id(user)?;
-        users.iter().find(|p| p.uid == uid)
-    });
-    let uid = match (entry, parse_id(user)) {
-        (Some(p), _) => p.uid,
-        (None, Some(uid)) => uid,
-        (None, None) if user.bytes().all(|b| b.is_ascii_digit()) => {
-            return Err(format!("user id {user:?} is out of range"));
-        }
-        (None, None) => return Err(format!("user {user:?} is not in the image's /etc/passwd")),
+    let entry = match &spec.user {
+        Who::Name(n) => users.iter().find(|p| p.name == *n),
+        Who::Id(id) => users.iter().find(|p| p.uid == *id),
     };
-    let gid = match grp {
-        Some(g) => match groups.iter().find(|x| x.name == g) {
-            Some(x) => x.gid,
-            None => parse_id(g).ok_or_else(|| {
-                if g.bytes().all(|b| b.is_ascii_digit()) {
-                    format!("group id {g:?} is out of range")
-                } else {
-                    format!("group {g:?} is not in the image's /etc/group")
-                }
-            })?,
-        },
+    let uid = match (entry, &spec.user) {
+        (Some(p), _) => p.uid,
+        (None, Who::Id(uid)) => *uid,
+        (None, Who::Name(n)) => return Err(UserError::NoUser(n.clone())),
+    };
+    let gid = match &spec.group {
+        Some(Who::Name(g)) => groups
+            .iter()
+            .find(|x| x.name == *g)
+            .map(|x| x.gid)
+            .ok_or_else(|| UserError::NoGroup(g.clone()))?,
+        Some(Who::Id(g)) => *g,
         None => entry.map_or(0, |p| p.gid),
     };
     let mut supplementary: Vec<u32> = match entry {
@@ -132,6 +186,10 @@ mod tests {
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n# comment\nbroken\nneg:x:-1:0::/:/bin/sh\nbig:x:4294967295:0::/:/bin/sh\n";
     const GROUP: &str =
         "root:x:0:\napp:x:1000:\nwheel:x:10:app,root\ndocker:x:999:app\nbad:x:zz:app\n";
+
+    fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Identity, UserError> {
+        super::resolve(&spec.parse()?, passwd, group)
+    }
 
     #[test]
     fn names_ids_and_groups() {

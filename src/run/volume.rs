@@ -7,6 +7,25 @@ use super::plan::{HostStep, Volume};
 use super::RunError;
 use crate::fs::root::{InnerPath, NodeKind};
 
+/// Why a volume cannot be mounted, naming the spec or the host path.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("volume {spec:?}: {why}")]
+    Spec { spec: String, why: String },
+    #[error("host path {source_path} for {target}{hint}")]
+    Host {
+        source_path: PathBuf,
+        target: String,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading /proc/self/mountinfo")]
+    Mountinfo(#[source] std::io::Error),
+    #[error("{p} is rshared, so it must be a shared mount point: mount --bind {p} {p} && mount --make-shared {p}", p = .0.display())]
+    NotShared(PathBuf),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeSpec {
     pub source: PathBuf,
@@ -23,22 +42,26 @@ pub struct VolumeSpec {
 }
 
 impl FromStr for VolumeSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = VolumeError;
+    fn from_str(s: &str) -> Result<Self, VolumeError> {
+        let bad = |why: String| VolumeError::Spec {
+            spec: s.to_string(),
+            why,
+        };
         let mut parts = s.splitn(3, ':');
         let (src, dst, opts) = (parts.next().unwrap_or(""), parts.next(), parts.next());
-        let dst = dst.ok_or_else(|| format!("volume {s:?}: expected HOST:TARGET[:OPTIONS]"))?;
+        let dst = dst.ok_or_else(|| bad("expected HOST:TARGET[:OPTIONS]".into()))?;
         if !src.starts_with('/') || !dst.starts_with('/') {
-            return Err(format!("volume {s:?}: both paths must be absolute"));
+            return Err(bad("both paths must be absolute".into()));
         }
         if InnerPath::parse(dst.as_bytes())
-            .map_err(|e| format!("volume {s:?}: target {e}"))?
+            .map_err(|e| bad(format!("target {e}")))?
             .is_none()
         {
-            return Err(format!("volume {s:?}: the target cannot be the root"));
+            return Err(bad("the target cannot be the root".into()));
         }
         if src.split('/').any(|c| c == "..") {
-            return Err(format!("volume {s:?}: the host path has a '..' component"));
+            return Err(bad("the host path has a '..' component".into()));
         }
         let mut v = VolumeSpec {
             source: PathBuf::from(src),
@@ -63,9 +86,9 @@ impl FromStr for VolumeSpec {
                     v.recursive = true;
                 }
                 other => {
-                    return Err(format!(
-                        "volume {s:?}: unknown option {other:?} (ro, rw, rbind, rshared, create, optional)"
-                    ))
+                    return Err(bad(format!(
+                        "unknown option {other:?} (ro, rw, rbind, rshared, create, optional)"
+                    )))
                 }
             }
         }
@@ -120,16 +143,17 @@ impl VolumeSpec {
                 (NodeKind::Dir, true)
             }
             Err(e) => {
-                return Err(RunError::Volume(format!(
-                    "host path {} for {}: {e}{}",
-                    self.source.display(),
-                    self.target,
-                    if e.kind() == std::io::ErrorKind::NotFound {
+                return Err(VolumeError::Host {
+                    source_path: self.source.clone(),
+                    target: self.target.clone(),
+                    hint: if e.kind() == std::io::ErrorKind::NotFound {
                         " (add ,create to make it)"
                     } else {
                         ""
-                    }
-                )))
+                    },
+                    source: e,
+                }
+                .into())
             }
         };
         if self.shared {
@@ -161,15 +185,16 @@ impl VolumeSpec {
     /// An `rshared` source must be a shared mount point of its own: then only it stays a peer
     /// of the host's, and nothing else skiff mounts can propagate out.
     fn check_shared(&self) -> Result<(), RunError> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| RunError::Volume(format!("reading /proc/self/mountinfo: {e}")))?;
+        let text =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(VolumeError::Mountinfo)?;
         let src = std::fs::canonicalize(&self.source).unwrap_or_else(|_| self.source.clone());
-        match super::mountinfo::parse(&text).into_iter().rev().find(|m| m.mount_point == src) {
+        match super::mountinfo::parse(&text)
+            .into_iter()
+            .rev()
+            .find(|m| m.mount_point == src)
+        {
             Some(m) if m.shared => Ok(()),
-            _ => Err(RunError::Volume(format!(
-                "{0} is rshared, so it must be a shared mount point: mount --bind {0} {0} && mount --make-shared {0}",
-                src.display()
-            ))),
+            _ => Err(VolumeError::NotShared(src).into()),
         }
     }
 }

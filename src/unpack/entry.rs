@@ -19,8 +19,20 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 pub enum EntryError {
     #[error(transparent)]
     Path(#[from] RootError),
-    #[error("{0}")]
-    Hostile(String),
+    #[error("owner {uid}:{gid} is out of range")]
+    OwnerRange { uid: i64, gid: i64 },
+    #[error("symlink without a target")]
+    SymlinkWithoutTarget,
+    #[error("hardlink to the root directory")]
+    HardlinkToRoot,
+    #[error("a hardlink to a directory")]
+    HardlinkToDir,
+    #[error("a whiteout that is a directory")]
+    WhiteoutDir,
+    #[error("an opaque whiteout at the root")]
+    OpaqueAtRoot,
+    #[error("a whiteout with no valid name")]
+    WhiteoutName,
     /// A hardlink to a file of a lower layer: resolvable only once those are unpacked.
     #[error("hardlink target {0:?} is not in this layer")]
     LowerLink(String),
@@ -61,10 +73,10 @@ fn meta_of(m: &Member) -> Result<Meta, EntryError> {
     let (uid, gid) = match (u32::try_from(m.uid), u32::try_from(m.gid)) {
         (Ok(u), Ok(g)) if u != u32::MAX && g != u32::MAX => (u, g),
         _ => {
-            return Err(EntryError::Hostile(format!(
-                "owner {}:{} is out of range",
-                m.uid, m.gid
-            )))
+            return Err(EntryError::OwnerRange {
+                uid: m.uid,
+                gid: m.gid,
+            })
         }
     };
     let mut xattrs = Vec::new();
@@ -143,14 +155,13 @@ impl<'r> Applier<'r> {
             }
             Type::Symlink => {
                 if m.link.is_empty() {
-                    return Err(EntryError::Hostile("symlink without a target".into()));
+                    return Err(EntryError::SymlinkWithoutTarget);
                 }
                 at.symlink(&m.link)?;
                 at.lchown_times(meta.uid, meta.gid, meta.mtime)?;
             }
             Type::Hardlink => {
-                let target = InnerPath::parse(&m.link)?
-                    .ok_or_else(|| EntryError::Hostile("hardlink to the root directory".into()))?;
+                let target = InnerPath::parse(&m.link)?.ok_or(EntryError::HardlinkToRoot)?;
                 let found = match self.root.parent(&target, false) {
                     Ok(t) if t.kind()? != Kind::Missing => Some(t),
                     Ok(_)
@@ -201,7 +212,7 @@ impl<'r> Applier<'r> {
             };
             match t.kind()? {
                 Kind::Missing => continue,
-                Kind::Dir => return Err(EntryError::Hostile("a hardlink to a directory".into())),
+                Kind::Dir => return Err(EntryError::HardlinkToDir),
                 Kind::Other => {}
             }
             if !t.is_file()? {
@@ -229,21 +240,21 @@ impl<'r> Applier<'r> {
 
     fn whiteout(&mut self, path: &InnerPath, hidden: &[u8], kind: Type) -> Result<(), EntryError> {
         if kind == Type::Dir {
-            return Err(EntryError::Hostile("a whiteout that is a directory".into()));
+            return Err(EntryError::WhiteoutDir);
         }
         if path.name() == OPAQUE {
             // The directory's lower contents are hidden; create it if this layer has no entry.
             let dir = path.parent();
             let f = match &dir {
                 Some(d) => self.root.parent(d, true)?.mkdir(0o755)?,
-                None => return Err(EntryError::Hostile("an opaque whiteout at the root".into())),
+                None => return Err(EntryError::OpaqueAtRoot),
             };
             return crate::fs::root::set_xattr(&f, "trusted.overlay.opaque", b"y").map_err(errno(
                 "marking a directory opaque (does the store's filesystem support trusted xattrs?)",
             ));
         }
         if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.starts_with(WHITEOUT) {
-            return Err(EntryError::Hostile("a whiteout with no valid name".into()));
+            return Err(EntryError::WhiteoutName);
         }
         let target = path.with_name(hidden);
         let at = match self.root.parent(&target, false) {

@@ -16,10 +16,10 @@ use super::meta::{allowed_xattr, Meta};
 use super::UnpackError;
 use crate::fs::root::{InnerPath, Root};
 
-fn target_err(path: &Path, why: impl ToString) -> UnpackError {
+fn target_err(path: &Path, e: impl Into<io::Error>) -> UnpackError {
     UnpackError::Target {
         path: path.to_path_buf(),
-        why: why.to_string(),
+        source: e.into(),
     }
 }
 

@@ -57,8 +57,12 @@ pub enum UnpackError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Fs(#[from] RootError),
-    #[error("{path}: {why}")]
-    Target { path: PathBuf, why: String },
+    #[error("{path}")]
+    Target {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{0} is not empty; skiff unpack writes only into an empty or new directory")]
     NotEmpty(PathBuf),
     #[error("{op} {path}")]
@@ -258,13 +262,10 @@ pub fn ensure_flat(
     let result = flatten(layers, &staging).and_then(|()| {
         let root = Root::open(&staging)?;
         for m in MOUNTPOINTS {
-            let p = crate::fs::root::InnerPath::parse(m.as_bytes())?.ok_or_else(|| {
-                UnpackError::Target {
-                    path: staging.clone(),
-                    why: "empty mountpoint name".into(),
-                }
-            })?;
-            root.mountpoint(&p, crate::fs::root::NodeKind::Dir)?;
+            // Constant, non-empty names: parse gives Some.
+            if let Some(p) = crate::fs::root::InnerPath::parse(m.as_bytes())? {
+                root.mountpoint(&p, crate::fs::root::NodeKind::Dir)?;
+            }
         }
         store
             .commit_staged(&staging, &dest)

@@ -18,7 +18,7 @@ use std::io::{self, Read};
 use base64::Engine as _;
 use header::{cstr, BadNumber, Header, BLOCK};
 use pax::{decimal, seconds, PaxError, Records};
-pub use sparse::{Region, SparseFormat};
+pub use sparse::{Region, SparseError, SparseFormat};
 
 /// The largest PAX header or GNU long name we read (as Go's archive/tar).
 const MAX_SPECIAL: i64 = 1 << 20;
@@ -55,14 +55,40 @@ pub enum ArchiveError {
     },
     #[error("entry {path:?}: unsupported tar entry type {:?} (0x{typeflag:02x})", char::from(*typeflag))]
     UnknownType { path: String, typeflag: u8 },
-    #[error("entry {path:?}: {format} sparse file: {why}")]
+    #[error("entry {path:?}: {format} sparse file")]
     Sparse {
         path: String,
         format: SparseFormat,
-        why: String,
+        #[source]
+        source: SparseError,
     },
-    #[error("entry {path:?}: {why}")]
-    Field { path: String, why: String },
+    #[error("entry {path:?}: a sparse file")]
+    SparseVersion {
+        path: String,
+        #[source]
+        source: SparseError,
+    },
+    #[error("entry {path:?}")]
+    Field {
+        path: String,
+        #[source]
+        source: FieldError,
+    },
+}
+
+/// A header field or PAX record a member cannot be read with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("PAX {key} {value:?} is not a number")]
+    NotANumber { key: String, value: String },
+    #[error("negative size {0}")]
+    NegativeSize(i64),
+    #[error("xattr name {0:?} is not UTF-8")]
+    XattrName(String),
+    #[error("LIBARCHIVE xattr name {0:?} is malformed")]
+    LibarchiveName(String),
+    #[error("LIBARCHIVE xattr {0:?} is not base64")]
+    LibarchiveValue(String),
 }
 
 /// What a member is.
@@ -273,9 +299,9 @@ impl<R: Read> Archive<R> {
             None => long_name.unwrap_or(h.name),
         };
         let shown = String::from_utf8_lossy(&path).into_owned();
-        let field = |why: String| ArchiveError::Field {
+        let field = |source: FieldError| ArchiveError::Field {
             path: shown.clone(),
-            why,
+            source,
         };
         let link = match pax.get("linkpath") {
             Some(p) => p.to_vec(),
@@ -283,15 +309,15 @@ impl<R: Read> Archive<R> {
         };
         let pax_num = |key: &str, parse: fn(&[u8]) -> Option<i64>, header: i64| match pax.get(key) {
             Some(v) => parse(v).ok_or_else(|| {
-                field(format!(
-                    "PAX {key} {:?} is not a number",
-                    String::from_utf8_lossy(v)
-                ))
+                field(FieldError::NotANumber {
+                    key: key.to_string(),
+                    value: String::from_utf8_lossy(v).into_owned(),
+                })
             }),
             None => Ok(header),
         };
         let size = pax_num("size", decimal, h.size)?;
-        let size = u64::try_from(size).map_err(|_| field(format!("negative size {size}")))?;
+        let size = u64::try_from(size).map_err(|_| field(FieldError::NegativeSize(size)))?;
         let (uid, gid) = (
             pax_num("uid", decimal, h.uid)?,
             pax_num("gid", decimal, h.gid)?,
@@ -323,17 +349,20 @@ impl<R: Read> Archive<R> {
         self.padding = padding(stored);
         let mut real_size = stored;
         let mut sparse = None;
-        let sparse_err = |format, why| ArchiveError::Sparse {
+        let sparse_err = |format, source| ArchiveError::Sparse {
             path: shown.clone(),
             format,
-            why,
+            source,
         };
         if h.typeflag == b'S' {
             let (map, real) = self.old_gnu_sparse(block, &shown)?;
             real_size = real;
             sparse = Some((SparseFormat::OldGnu, map));
         } else if kind == Kind::File {
-            let format = sparse::pax_format(pax).map_err(|why| field(why.to_string()))?;
+            let format = sparse::pax_format(pax).map_err(|source| ArchiveError::SparseVersion {
+                path: shown.clone(),
+                source,
+            })?;
             if let Some(format) = format {
                 if let Some(name) = pax.get("GNU.sparse.name") {
                     path = name.to_vec();
@@ -343,7 +372,7 @@ impl<R: Read> Archive<R> {
                     .or_else(|| pax.get("GNU.sparse.realsize"))
                     .and_then(decimal)
                     .and_then(|n| u64::try_from(n).ok())
-                    .ok_or_else(|| sparse_err(format, "no real size".into()))?;
+                    .ok_or_else(|| sparse_err(format, SparseError::NoRealSize))?;
                 let map = if format == SparseFormat::Pax10 {
                     self.pax1_map().map_err(|e| match e {
                         Ok(why) => sparse_err(format, why),
@@ -381,12 +410,16 @@ impl<R: Read> Archive<R> {
         block: &[u8; BLOCK],
         shown: &str,
     ) -> Result<(Vec<Region>, u64), ArchiveError> {
-        let err = |why: String| ArchiveError::Sparse {
+        let err = |source: SparseError| ArchiveError::Sparse {
             path: shown.to_string(),
             format: SparseFormat::OldGnu,
-            why,
+            source,
         };
-        let num = |e: BadNumber| err(e.to_string());
+        let at = self.offset;
+        let num = move |e: BadNumber| ArchiveError::Number {
+            offset: at,
+            source: e,
+        };
         let gs = header::gnu_sparse(block).map_err(num)?;
         let mut pairs = gs.regions;
         let mut extended = gs.extended;
@@ -399,15 +432,15 @@ impl<R: Read> Archive<R> {
             };
             extended = header::gnu_sparse_ext(&ext, &mut pairs).map_err(num)?;
             if pairs.len() > sparse::MAX_REGIONS {
-                return Err(err(format!("more than {} regions", sparse::MAX_REGIONS)));
+                return Err(err(SparseError::TooMany));
             }
         }
-        let real = u64::try_from(gs.real_size).map_err(|_| err("negative real size".into()))?;
+        let real = u64::try_from(gs.real_size).map_err(|_| err(SparseError::Negative))?;
         Ok((sparse::from_pairs(&pairs).map_err(err)?, real))
     }
 
     /// A PAX 1.0 map, read from the start of the member's data. `Err(Ok(why))` for a bad map.
-    fn pax1_map(&mut self) -> Result<Vec<Region>, Result<String, ArchiveError>> {
+    fn pax1_map(&mut self) -> Result<Vec<Region>, Result<SparseError, ArchiveError>> {
         let mut failure = None;
         let result = sparse::pax1_map(|| {
             if self.remaining < BLOCK as u64 {
@@ -438,32 +471,24 @@ impl<R: Read> Archive<R> {
 
 /// Extended attributes from `SCHILY.xattr.NAME=VALUE` (GNU tar, Go, star, bsdtar) and, where
 /// only libarchive wrote one, `LIBARCHIVE.xattr.URLENCODED=BASE64`.
-fn xattrs(pax: &Records) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn xattrs(pax: &Records) -> Result<Vec<(String, Vec<u8>)>, FieldError> {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     for (name, value) in pax.with_prefix("SCHILY.xattr.") {
-        let name = String::from_utf8(name.to_vec()).map_err(|_| {
-            format!(
-                "xattr name {:?} is not UTF-8",
-                String::from_utf8_lossy(name)
-            )
-        })?;
+        let name =
+            String::from_utf8(name.to_vec()).map_err(|_| FieldError::XattrName(lossy(name)))?;
         out.push((name, value.to_vec()));
     }
     for (name, value) in pax.with_prefix("LIBARCHIVE.xattr.") {
         let name = url_decode(name)
             .and_then(|n| String::from_utf8(n).ok())
-            .ok_or_else(|| {
-                format!(
-                    "LIBARCHIVE xattr name {:?} is malformed",
-                    String::from_utf8_lossy(name)
-                )
-            })?;
+            .ok_or_else(|| FieldError::LibarchiveName(lossy(name)))?;
         if out.iter().any(|(n, _)| *n == name) {
             continue;
         }
         let value = base64::engine::general_purpose::STANDARD
             .decode(value)
-            .map_err(|_| format!("LIBARCHIVE xattr {name:?} is not base64"))?;
+            .map_err(|_| FieldError::LibarchiveValue(name.clone()))?;
         out.push((name, value));
     }
     Ok(out)

@@ -34,8 +34,43 @@ impl std::fmt::Display for SparseFormat {
 /// More regions than any real file has: the bound on what a header may make us hold.
 pub const MAX_REGIONS: usize = 1 << 20;
 
+/// What is wrong with a sparse map.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SparseError {
+    #[error("GNU sparse version {0} is not one skiff knows")]
+    Version(String),
+    #[error("{0:?} in the sparse map is not a number")]
+    NotANumber(String),
+    #[error("the sparse map has an odd number of values")]
+    Odd,
+    #[error("the sparse map has more than {MAX_REGIONS} regions")]
+    TooMany,
+    #[error("GNU.sparse.numblocks says {said} regions, the map has {has}")]
+    NumBlocks { said: String, has: usize },
+    #[error("the sparse map runs past the member's data")]
+    PastData,
+    #[error("a number in the sparse map is too long")]
+    TooLong,
+    #[error("a sparse region overflows")]
+    Overflow,
+    #[error("sparse region at {0} overlaps or precedes the one before it")]
+    Order(u64),
+    #[error("sparse region {offset}+{len} ends past the file's size {size}")]
+    PastEnd { offset: u64, len: u64, size: u64 },
+    #[error("the sparse map covers {covered} bytes but the member stores {stored}")]
+    Stored { covered: u64, stored: u64 },
+    #[error("a negative sparse offset, length or size")]
+    Negative,
+    #[error("no real size")]
+    NoRealSize,
+}
+
+fn not_a_number(v: &[u8]) -> SparseError {
+    SparseError::NotANumber(String::from_utf8_lossy(v).into_owned())
+}
+
 /// What a PAX header says about sparseness: `Ok(None)` for an ordinary member.
-pub fn pax_format(r: &Records) -> Result<Option<SparseFormat>, String> {
+pub fn pax_format(r: &Records) -> Result<Option<SparseFormat>, SparseError> {
     match (r.get("GNU.sparse.major"), r.get("GNU.sparse.minor")) {
         (Some(b"1"), Some(b"0")) => Ok(Some(SparseFormat::Pax10)),
         (Some(b"0"), Some(b"1")) => Ok(Some(SparseFormat::Pax01)),
@@ -43,16 +78,16 @@ pub fn pax_format(r: &Records) -> Result<Option<SparseFormat>, String> {
         (None, None) if r.get("GNU.sparse.map").is_some() => Ok(Some(SparseFormat::Pax01)),
         (None, None) if !r.sparse_pairs.is_empty() => Ok(Some(SparseFormat::Pax00)),
         (None, None) => Ok(None),
-        (major, minor) => Err(format!(
-            "GNU sparse version {}.{} is not one skiff knows",
+        (major, minor) => Err(SparseError::Version(format!(
+            "{}.{}",
             String::from_utf8_lossy(major.unwrap_or(b"?")),
             String::from_utf8_lossy(minor.unwrap_or(b"?"))
-        )),
+        ))),
     }
 }
 
 /// The map of a PAX 0.0 (`offset`/`numbytes` pairs) or 0.1 (`GNU.sparse.map`) member.
-pub fn pax0_map(r: &Records) -> Result<Vec<Region>, String> {
+pub fn pax0_map(r: &Records) -> Result<Vec<Region>, SparseError> {
     let mut values: Vec<&[u8]> = Vec::new();
     if let Some(map) = r.get("GNU.sparse.map") {
         values.extend(map.split(|&b| b == b','));
@@ -64,39 +99,32 @@ pub fn pax0_map(r: &Records) -> Result<Vec<Region>, String> {
     }
     let map = pairs(&values)?;
     if let Some(n) = r.get("GNU.sparse.numblocks") {
-        let n = decimal(n).ok_or("GNU.sparse.numblocks is not a number")?;
-        if usize::try_from(n).ok() != Some(map.len()) {
-            return Err(format!(
-                "GNU.sparse.numblocks says {n} regions, the map has {}",
-                map.len()
-            ));
+        let said = decimal(n).ok_or_else(|| not_a_number(n))?;
+        if usize::try_from(said).ok() != Some(map.len()) {
+            return Err(SparseError::NumBlocks {
+                said: said.to_string(),
+                has: map.len(),
+            });
         }
     }
     Ok(map)
 }
 
-fn pairs(values: &[&[u8]]) -> Result<Vec<Region>, String> {
+fn pairs(values: &[&[u8]]) -> Result<Vec<Region>, SparseError> {
     if values.len() % 2 != 0 {
-        return Err("the sparse map has an odd number of values".into());
+        return Err(SparseError::Odd);
     }
     if values.len() / 2 > MAX_REGIONS {
-        return Err(format!(
-            "the sparse map has more than {MAX_REGIONS} regions"
-        ));
+        return Err(SparseError::TooMany);
     }
+    let num = |v: &[u8]| {
+        decimal(v)
+            .and_then(|x| u64::try_from(x).ok())
+            .ok_or_else(|| not_a_number(v))
+    };
     values
         .chunks(2)
         .map(|p| {
-            let num = |v: &[u8]| {
-                decimal(v)
-                    .and_then(|x| u64::try_from(x).ok())
-                    .ok_or_else(|| {
-                        format!(
-                            "{:?} in the sparse map is not a number",
-                            String::from_utf8_lossy(v)
-                        )
-                    })
-            };
             Ok(Region {
                 offset: num(p[0])?,
                 len: num(p[1])?,
@@ -110,14 +138,14 @@ fn pairs(values: &[&[u8]]) -> Result<Vec<Region>, String> {
 /// block of the member's data; returns the map and how many bytes of data it took.
 pub fn pax1_map(
     mut block: impl FnMut() -> Result<Option<[u8; 512]>, std::io::Error>,
-) -> Result<Result<(Vec<Region>, u64), String>, std::io::Error> {
+) -> Result<Result<(Vec<Region>, u64), SparseError>, std::io::Error> {
     let mut numbers: Vec<u64> = Vec::new();
     let mut want: Option<usize> = None;
     let mut current: Vec<u8> = Vec::new();
     let mut used = 0u64;
     while want.is_none_or(|w| numbers.len() < w) {
         let Some(b) = block()? else {
-            return Ok(Err("the sparse map runs past the member's data".into()));
+            return Ok(Err(SparseError::PastData));
         };
         used += 512;
         for &c in b.iter() {
@@ -126,17 +154,12 @@ pub fn pax1_map(
             }
             if c == b'\n' {
                 let Some(n) = decimal(&current).and_then(|n| u64::try_from(n).ok()) else {
-                    return Ok(Err(format!(
-                        "{:?} in the sparse map is not a number",
-                        String::from_utf8_lossy(&current)
-                    )));
+                    return Ok(Err(not_a_number(&current)));
                 };
                 current.clear();
                 if want.is_none() {
                     if n > MAX_REGIONS as u64 {
-                        return Ok(Err(format!(
-                            "the sparse map has more than {MAX_REGIONS} regions"
-                        )));
+                        return Ok(Err(SparseError::TooMany));
                     }
                     want = Some(1 + 2 * n as usize);
                 }
@@ -144,7 +167,7 @@ pub fn pax1_map(
             } else if current.len() < 20 {
                 current.push(c);
             } else {
-                return Ok(Err("a number in the sparse map is too long".into()));
+                return Ok(Err(SparseError::TooLong));
             }
         }
     }
@@ -160,44 +183,40 @@ pub fn pax1_map(
 
 /// Checks a map against the file's real size and the data stored for it: regions in order,
 /// not overlapping, inside the file, and their lengths adding up to the stored data.
-pub fn validate(map: &[Region], real_size: u64, stored: u64) -> Result<(), String> {
+pub fn validate(map: &[Region], real_size: u64, stored: u64) -> Result<(), SparseError> {
     let mut end = 0u64;
     let mut total = 0u64;
     for r in map {
-        let r_end = r
-            .offset
-            .checked_add(r.len)
-            .ok_or("a sparse region overflows")?;
+        let r_end = r.offset.checked_add(r.len).ok_or(SparseError::Overflow)?;
         if r.offset < end {
-            return Err(format!(
-                "sparse region at {} overlaps or precedes the one before it",
-                r.offset
-            ));
+            return Err(SparseError::Order(r.offset));
         }
         if r_end > real_size {
-            return Err(format!(
-                "sparse region {}+{} ends past the file's size {real_size}",
-                r.offset, r.len
-            ));
+            return Err(SparseError::PastEnd {
+                offset: r.offset,
+                len: r.len,
+                size: real_size,
+            });
         }
         end = r_end;
         total += r.len;
     }
     if total != stored {
-        return Err(format!(
-            "the sparse map covers {total} bytes but the member stores {stored}"
-        ));
+        return Err(SparseError::Stored {
+            covered: total,
+            stored,
+        });
     }
     Ok(())
 }
 
 /// Regions from an old GNU header's (offset, length) pairs.
-pub fn from_pairs(pairs: &[(i64, i64)]) -> Result<Vec<Region>, String> {
+pub fn from_pairs(pairs: &[(i64, i64)]) -> Result<Vec<Region>, SparseError> {
     pairs
         .iter()
         .map(|&(o, l)| match (u64::try_from(o), u64::try_from(l)) {
             (Ok(offset), Ok(len)) => Ok(Region { offset, len }),
-            _ => Err("a negative sparse offset or length".to_string()),
+            _ => Err(SparseError::Negative),
         })
         .collect()
 }
