@@ -331,82 +331,20 @@ pub fn pull(
     progress: &dyn Progress,
 ) -> Result<Pulled, PullError> {
     let r = req.reference;
-    let name = r.to_string();
     let key = index_key(r);
     let cached = store.index().get(&key)?;
-    // Which digest the reference means, and whether the registry has to be asked at all.
-    // Whether the registry was asked what the reference means (then the index records when).
-    let mut confirmed = false;
-    let image = match (r.digest(), req.policy) {
-        (_, PullPolicy::Never) => {
-            let digest = match (r.digest(), &cached) {
-                (Some(d), _) => d.clone(),
-                (None, Some(c)) => c.digest.clone(),
-                (None, None) => return Err(not_in_store(&name, store)),
-            };
-            return Ok(Pulled {
-                image: load_complete(store, &name, &digest, req)?,
-                entry: None,
-            });
-        }
-        // A digest's documents never change: the store serves what it holds, the registry
-        // the rest (every document, and under `always` the manifest too).
-        (Some(d), policy) => {
-            let src = Source::Online(store, client.repo(r));
-            let top = src.manifest_by_digest(&name, d, None, policy == PullPolicy::Always)?;
-            resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?
-        }
-        (None, PullPolicy::Missing) => match cached
-            .as_ref()
-            .map(|c| load_complete(store, &name, &c.digest, req))
-        {
-            // In the store: no network at all, not even a HEAD.
-            Some(Ok(image)) => return Ok(Pulled { image, entry: None }),
-            Some(Err(e)) => {
-                tracing::info!(reference = %name, error = %crate::logging::chain(&e), "the store's copy is incomplete; pulling");
-                confirmed = true;
-                resolve_online(client, store, req)?
-            }
-            None => {
-                confirmed = true;
-                resolve_online(client, store, req)?
-            }
-        },
-        (None, PullPolicy::Newer) if cached.is_some() => {
-            // The store can serve, so the registry gets a bounded time to answer.
-            match client.within_budget(|| resolve_tag(store, client, req)) {
-                Ok(img) => {
-                    confirmed = true;
-                    img
-                }
-                Err(e) if is_unreachable(&e) => {
-                    let Some(c) = &cached else {
-                        return Err(e);
-                    };
-                    tracing::warn!(reference = %name, registry = %r.registry(), error = %crate::logging::chain(&e),
-                        digest = %c.digest, resolved = %crate::logging::rfc3339(c.resolved),
-                        age = %crate::logging::ago(c.resolved, now()),
-                        "registry unreachable; using the cached resolution");
-                    load_complete(store, &name, &c.digest, req)?
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        (None, PullPolicy::Newer) => {
-            confirmed = true;
-            resolve_online(client, store, req)?
-        }
-        (None, PullPolicy::Always) => {
-            confirmed = true;
-            resolve_tag(store, client, req)?
-        }
+    // Which image the reference means under the policy, and whether the registry said so.
+    let (image, asked) = match resolve(store, client, req, cached.as_ref())? {
+        Resolution::Stored(image) => return Ok(Pulled { image, entry: None }),
+        Resolution::Resolved { image, asked } => (image, asked),
     };
+    // The layer blobs the store lacks, each verified as it streams in.
     fetch_layers(store, client, r, &image, req.max_parallel, progress)?;
+    // A warm start records nothing (no fsync on the way to the payload).
     let unchanged = cached
         .as_ref()
         .is_some_and(|c| c.digest == image.digest && c.manifest == image.manifest);
-    if unchanged && !confirmed {
-        // A warm start: nothing to record, and no fsync on the way to the payload.
+    if unchanged && !asked {
         return Ok(Pulled { image, entry: None });
     }
     let entry = IndexEntry {
@@ -420,6 +358,90 @@ pub fn pull(
         image,
         entry: Some((key, entry)),
     })
+}
+
+/// How a reference resolved under the pull policy.
+enum Resolution {
+    /// The store has the whole image: nothing to fetch, nothing to record.
+    Stored(Image),
+    /// Its documents are in the store now (from there or the registry); `asked` when the
+    /// registry said what the tag means (the index then records when).
+    Resolved { image: Image, asked: bool },
+}
+
+/// `podman run --pull`'s meanings: a digest's documents never change, so the store serves
+/// what it holds; a tag goes to the registry under `always`, under `newer` within the budget,
+/// and under `missing` only when the store has no complete copy.
+fn resolve(
+    store: &Store,
+    client: &Client,
+    req: &Request,
+    cached: Option<&IndexEntry>,
+) -> Result<Resolution, PullError> {
+    let r = req.reference;
+    let name = r.to_string();
+    let asked = |image| Ok(Resolution::Resolved { image, asked: true });
+    match (r.digest(), req.policy) {
+        (_, PullPolicy::Never) => {
+            let digest = match (r.digest(), cached) {
+                (Some(d), _) => d.clone(),
+                (None, Some(c)) => c.digest.clone(),
+                (None, None) => return Err(not_in_store(&name, store)),
+            };
+            Ok(Resolution::Stored(load_complete(
+                store, &name, &digest, req,
+            )?))
+        }
+        (Some(d), policy) => {
+            let src = Source::Online(store, client.repo(r));
+            let top = src.manifest_by_digest(&name, d, None, policy == PullPolicy::Always)?;
+            let image = resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?;
+            Ok(Resolution::Resolved {
+                image,
+                asked: false,
+            })
+        }
+        (None, PullPolicy::Missing) => {
+            match cached.map(|c| load_complete(store, &name, &c.digest, req)) {
+                // In the store: no network at all, not even a HEAD.
+                Some(Ok(image)) => Ok(Resolution::Stored(image)),
+                Some(Err(e)) => {
+                    tracing::info!(reference = %name, error = %crate::logging::chain(&e), "the store's copy is incomplete; pulling");
+                    asked(resolve_online(client, store, req)?)
+                }
+                None => asked(resolve_online(client, store, req)?),
+            }
+        }
+        (None, PullPolicy::Newer) => match cached {
+            Some(c) => newer_or_cached(store, client, req, c),
+            None => asked(resolve_online(client, store, req)?),
+        },
+        (None, PullPolicy::Always) => asked(resolve_tag(store, client, req)?),
+    }
+}
+
+/// `--pull=newer` with a cached resolution: the registry gets the budget to say what the tag
+/// means now; if it cannot be reached, the store's copy starts, with a warning.
+fn newer_or_cached(
+    store: &Store,
+    client: &Client,
+    req: &Request,
+    c: &IndexEntry,
+) -> Result<Resolution, PullError> {
+    match client.within_budget(|| resolve_tag(store, client, req)) {
+        Ok(image) => Ok(Resolution::Resolved { image, asked: true }),
+        Err(e) if is_unreachable(&e) => {
+            let name = req.reference.to_string();
+            tracing::warn!(reference = %name, registry = %req.reference.registry(), error = %crate::logging::chain(&e),
+                digest = %c.digest, resolved = %crate::logging::rfc3339(c.resolved),
+                age = %crate::logging::ago(c.resolved, now()),
+                "registry unreachable; using the cached resolution");
+            Ok(Resolution::Stored(load_complete(
+                store, &name, &c.digest, req,
+            )?))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Resolves a tag the store has no usable copy of; "unreachable" says there is none.

@@ -206,6 +206,13 @@ pub struct Repo<'c> {
     endpoints: Vec<Endpoint>,
 }
 
+/// What `send` does after one attempt.
+enum Step {
+    Done(Response),
+    Wait(Duration),
+    Fail(RegistryError),
+}
+
 /// Whether a wait still leaves time under a deadline (always, without one).
 fn fits(wait: Duration, remaining: Option<Duration>) -> bool {
     remaining.is_none_or(|r| wait < r)
@@ -362,12 +369,7 @@ impl Client {
                 ep.host
             );
             let remaining = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
-                Some(r) if r.is_zero() => {
-                    return Err(RegistryError::OutOfTime {
-                        url,
-                        budget: self.opts.budget,
-                    })
-                }
+                Some(r) if r.is_zero() => return Err(self.out_of_time(url)),
                 r => r,
             };
             let mut req = http.get(&url);
@@ -380,42 +382,74 @@ impl Client {
             if let Some(a) = self.auth_header(&ep.host, scope) {
                 req = req.header(AUTHORIZATION, a);
             }
-            match req.send() {
-                Ok(r)
-                    if (r.status() == StatusCode::TOO_MANY_REQUESTS
-                        || r.status().is_server_error())
-                        && attempt < self.opts.retries
-                        && fits(self.backoff(attempt, Some(&r)), remaining) =>
-                {
-                    let wait = self.backoff(attempt, Some(&r));
-                    tracing::warn!(%url, status = %r.status(), ?wait, "registry error; waiting, then asking again");
-                    std::thread::sleep(wait);
-                }
-                Ok(r) => return Ok((url, r)),
-                Err(e) if scheme == Scheme::Https && self.insecure_allowed(&ep.host) => {
-                    tracing::debug!(host = %ep.host, error = %crate::logging::chain(&e), "TLS failed; using plain HTTP for an insecure registry");
+            let result = req.send();
+            if let Err(e) = &result {
+                if scheme == Scheme::Https && self.insecure_allowed(&ep.host) {
+                    tracing::debug!(host = %ep.host, error = %crate::logging::chain(e), "TLS failed; using plain HTTP for an insecure registry");
                     self.lock().scheme.insert(ep.host.clone(), Scheme::Http);
                     continue;
                 }
-                Err(e)
-                    if attempt < self.opts.retries
-                        && (e.is_connect() || e.is_timeout() || e.is_request())
-                        && !(deadline.is_some() && fails_at_once(&e))
-                        && fits(self.backoff(attempt, None), remaining) =>
-                {
-                    let wait = self.backoff(attempt, None);
-                    tracing::warn!(%url, error = %crate::logging::chain(&e), ?wait, "connection failed; waiting, then trying again");
-                    std::thread::sleep(wait);
-                }
-                Err(e) if e.is_timeout() && deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Err(RegistryError::OutOfTime {
-                        url,
-                        budget: self.opts.budget,
-                    })
-                }
-                Err(source) => return Err(RegistryError::Transport { url, source }),
+            }
+            match self.next_step(result, attempt, remaining, deadline.is_some(), &url) {
+                Step::Done(r) => return Ok((url, r)),
+                Step::Fail(e) => return Err(e),
+                Step::Wait(wait) => std::thread::sleep(wait),
             }
             attempt += 1;
+        }
+    }
+
+    fn out_of_time(&self, url: String) -> RegistryError {
+        RegistryError::OutOfTime {
+            url,
+            budget: self.opts.budget,
+        }
+    }
+
+    /// What to do with one attempt's outcome: 429, 5xx and connection failures are retried
+    /// with backoff while attempts (and, under a budget, time) remain; under a budget a
+    /// refused, unroutable or unresolvable connection is not, since no wait mends it soon.
+    fn next_step(
+        &self,
+        result: reqwest::Result<Response>,
+        attempt: u32,
+        remaining: Option<Duration>,
+        budgeted: bool,
+        url: &str,
+    ) -> Step {
+        let retries_left = attempt < self.opts.retries;
+        match result {
+            Ok(r)
+                if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() =>
+            {
+                let wait = self.backoff(attempt, Some(&r));
+                if retries_left && fits(wait, remaining) {
+                    tracing::warn!(%url, status = %r.status(), ?wait, "registry error; waiting, then asking again");
+                    Step::Wait(wait)
+                } else {
+                    Step::Done(r)
+                }
+            }
+            Ok(r) => Step::Done(r),
+            Err(e) => {
+                let wait = self.backoff(attempt, None);
+                let transient = e.is_connect() || e.is_timeout() || e.is_request();
+                if retries_left
+                    && transient
+                    && !(budgeted && fails_at_once(&e))
+                    && fits(wait, remaining)
+                {
+                    tracing::warn!(%url, error = %crate::logging::chain(&e), ?wait, "connection failed; waiting, then trying again");
+                    Step::Wait(wait)
+                } else if budgeted && e.is_timeout() {
+                    Step::Fail(self.out_of_time(url.to_string()))
+                } else {
+                    Step::Fail(RegistryError::Transport {
+                        url: url.to_string(),
+                        source: e,
+                    })
+                }
+            }
         }
     }
 

@@ -49,113 +49,115 @@ pub fn apply(ops: &[MountOp], sys: &mut dyn Sys) -> Result<(), RunError> {
         })
         .ok_or(RunError::NoPivot)?;
     for op in ops {
-        let target = |sys: &mut dyn Sys, t: &Target, kind| match t {
-            Target::Host(p) => Ok(p.clone()),
-            Target::Inside(p) => sys.inside(&root, p, kind),
-        };
-        let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        match op {
-            MountOp::MakeSlave { keep_shared } if keep_shared.is_empty() => sys
-                .mount(
-                    None,
-                    Path::new("/"),
-                    None,
-                    MsFlags::MS_REC | MsFlags::MS_SLAVE,
-                    None,
-                )
-                .map_err(op_err(op))?,
-            MountOp::MakeSlave { keep_shared } => {
-                for mp in sys.mount_points().map_err(op_err(op))? {
-                    if !keep_shared.contains(&mp) {
-                        sys.mount(None, &mp, None, MsFlags::MS_SLAVE, None)
-                            .map_err(op_err(op))?;
-                    }
+        apply_one(op, &root, sys)?;
+    }
+    Ok(())
+}
+
+/// Where a target is now: a host path as it is, a path inside resolved confined to the root.
+fn target(sys: &mut dyn Sys, root: &Path, t: &Target, kind: NodeKind) -> Result<PathBuf, RunError> {
+    match t {
+        Target::Host(p) => Ok(p.clone()),
+        Target::Inside(p) => sys.inside(root, p, kind),
+    }
+}
+
+fn apply_one(op: &MountOp, root: &Path, sys: &mut dyn Sys) -> Result<(), RunError> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match op {
+        MountOp::MakeSlave { keep_shared } if keep_shared.is_empty() => sys
+            .mount(
+                None,
+                Path::new("/"),
+                None,
+                MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                None,
+            )
+            .map_err(op_err(op)),
+        MountOp::MakeSlave { keep_shared } => {
+            for mp in sys.mount_points().map_err(op_err(op))? {
+                if !keep_shared.contains(&mp) {
+                    sys.mount(None, &mp, None, MsFlags::MS_SLAVE, None)
+                        .map_err(op_err(op))?;
                 }
             }
-            MountOp::HostDir(p) => sys.mkdir(p).map_err(op_err(op))?,
-            MountOp::Tmpfs { target: t, options } => {
-                let t = target(sys, t, NodeKind::Dir)?;
-                sys.mount(
-                    Some(Path::new("tmpfs")),
-                    &t,
-                    Some("tmpfs"),
-                    nosuid,
-                    Some(options),
-                )
-                .map_err(op_err(op))?
+            Ok(())
+        }
+        MountOp::HostDir(p) => sys.mkdir(p).map_err(op_err(op)),
+        MountOp::Tmpfs { target: t, options } => {
+            let t = target(sys, root, t, NodeKind::Dir)?;
+            let tmpfs = Some(Path::new("tmpfs"));
+            sys.mount(tmpfs, &t, Some("tmpfs"), nosuid, Some(options))
+                .map_err(op_err(op))
+        }
+        MountOp::Overlay {
+            lowers,
+            upper,
+            work,
+            target: t,
+        } => {
+            let (dir, data) = super::plan::overlay_data(lowers, upper, work);
+            if let Some(d) = &dir {
+                sys.chdir(d).map_err(op_err(op))?;
             }
-            MountOp::Overlay {
-                lowers,
-                upper,
-                work,
-                target: t,
-            } => {
-                let (dir, data) = super::plan::overlay_data(lowers, upper, work);
-                if let Some(d) = &dir {
-                    sys.chdir(d).map_err(op_err(op))?;
-                }
-                sys.mount(
-                    Some(Path::new("overlay")),
-                    t,
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(&data),
-                )
+            let overlay = Some(Path::new("overlay"));
+            sys.mount(overlay, t, Some("overlay"), MsFlags::empty(), Some(&data))
                 .map_err(|e| match e {
                     Errno::ENODEV => RunError::NoOverlayfs,
                     e => op_err(op)(e),
                 })?;
-                sys.chdir(Path::new("/")).map_err(op_err(op))?;
-            }
-            MountOp::Proc { target: t } => {
-                let t = target(sys, t, NodeKind::Dir)?;
-                sys.mount(
-                    Some(Path::new("proc")),
-                    &t,
-                    Some("proc"),
-                    nosuid | MsFlags::MS_NOEXEC,
-                    None,
-                )
-                .map_err(op_err(op))?
-            }
-            MountOp::Bind {
-                source,
-                target: t_spec,
-                kind,
-                recursive,
-                readonly,
-                shared,
-            } => {
-                let t = target(sys, t_spec, *kind)?;
-                let rec = if *recursive {
-                    MsFlags::MS_REC
-                } else {
-                    MsFlags::empty()
-                };
-                sys.mount(Some(source), &t, None, MsFlags::MS_BIND | rec, None)
-                    .map_err(op_err(op))?;
-                if *readonly {
-                    // The fd from before the bind names the covered directory; resolve again
-                    // to reach the new mount itself.
-                    let t = target(sys, t_spec, *kind)?;
-                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | rec;
-                    sys.mount(None, &t, None, flags, None).map_err(op_err(op))?;
-                }
-                if *shared {
-                    let t = target(sys, t_spec, *kind)?;
-                    sys.mount(None, &t, None, MsFlags::MS_SHARED | MsFlags::MS_REC, None)
-                        .map_err(op_err(op))?;
-                }
-            }
-            MountOp::Symlink { path, target: link } => sys.symlink_inside(&root, path, link)?,
-            MountOp::RemountReadOnly(p) => {
-                // Only this mount's flag: the overlay is already a mount root, and a self-bind
-                // here would hide every submount made so far.
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                sys.mount(None, p, None, flags, None).map_err(op_err(op))?
-            }
-            MountOp::PivotRoot(p) => sys.pivot_root(p).map_err(op_err(op))?,
+            sys.chdir(Path::new("/")).map_err(op_err(op))
         }
+        MountOp::Proc { target: t } => {
+            let t = target(sys, root, t, NodeKind::Dir)?;
+            let proc = Some(Path::new("proc"));
+            sys.mount(proc, &t, Some("proc"), nosuid | MsFlags::MS_NOEXEC, None)
+                .map_err(op_err(op))
+        }
+        MountOp::Bind { .. } => bind(op, root, sys),
+        MountOp::Symlink { path, target: link } => sys.symlink_inside(root, path, link),
+        MountOp::RemountReadOnly(p) => {
+            // Only this mount's flag: the overlay is already a mount root, and a self-bind
+            // here would hide every submount made so far.
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            sys.mount(None, p, None, flags, None).map_err(op_err(op))
+        }
+        MountOp::PivotRoot(p) => sys.pivot_root(p).map_err(op_err(op)),
+    }
+}
+
+/// A bind mount, then (each through a fresh resolution, since the fd from before the bind
+/// names the covered directory) its read-only remount and its shared propagation.
+fn bind(op: &MountOp, root: &Path, sys: &mut dyn Sys) -> Result<(), RunError> {
+    let MountOp::Bind {
+        source,
+        target: spec,
+        kind,
+        recursive,
+        readonly,
+        shared,
+    } = op
+    else {
+        // Only called for a Bind.
+        return Ok(());
+    };
+    let rec = if *recursive {
+        MsFlags::MS_REC
+    } else {
+        MsFlags::empty()
+    };
+    let t = target(sys, root, spec, *kind)?;
+    sys.mount(Some(source), &t, None, MsFlags::MS_BIND | rec, None)
+        .map_err(op_err(op))?;
+    if *readonly {
+        let t = target(sys, root, spec, *kind)?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | rec;
+        sys.mount(None, &t, None, flags, None).map_err(op_err(op))?;
+    }
+    if *shared {
+        let t = target(sys, root, spec, *kind)?;
+        sys.mount(None, &t, None, MsFlags::MS_SHARED | MsFlags::MS_REC, None)
+            .map_err(op_err(op))?;
     }
     Ok(())
 }

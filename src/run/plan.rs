@@ -199,11 +199,10 @@ pub struct Input {
     pub symlinks: Vec<(String, String)>,
 }
 
-/// The whole mount sequence, in order.
+/// The whole mount sequence, in order: propagation cut first, then the root, the kernel
+/// filesystems, presets and volumes inside it, the read-only remount, and pivot_root last.
 pub fn plan(input: &Input) -> Vec<MountOp> {
     let root = input.scratch.join("root");
-    let upper = input.scratch.join("upper");
-    let work = input.scratch.join("work");
     let keep_shared = input
         .volumes
         .iter()
@@ -217,83 +216,102 @@ pub fn plan(input: &Input) -> Vec<MountOp> {
             options: "mode=0755".into(),
         },
     ];
-    match &input.rootfs {
-        Rootfs::Overlay(layers) => ops.extend([
-            MountOp::HostDir(upper.clone()),
-            MountOp::HostDir(work.clone()),
-            MountOp::HostDir(root.clone()),
-            MountOp::Overlay {
-                lowers: layers.iter().rev().cloned().collect(),
-                upper,
-                work,
-                target: root.clone(),
-            },
-        ]),
-        Rootfs::Flat(tree) => ops.extend([
-            MountOp::HostDir(root.clone()),
+    ops.extend(rootfs_ops(&input.rootfs, &input.scratch, &root));
+    ops.extend(kernel_ops());
+    ops.extend(
+        input
+            .symlinks
+            .iter()
+            .map(|(path, target)| symlink_op(&input.rootfs, path, target)),
+    );
+    ops.extend(input.volumes.iter().map(|v| MountOp::Bind {
+        source: v.source.clone(),
+        target: Target::Inside(v.target.clone()),
+        kind: v.kind,
+        recursive: v.recursive,
+        readonly: v.readonly,
+        shared: v.shared,
+    }));
+    if !input.writable {
+        ops.push(MountOp::RemountReadOnly(root.clone()));
+    }
+    ops.push(MountOp::PivotRoot(root));
+    ops
+}
+
+/// The new root at `root`: an overlay of the layers (top first) with an upper in the scratch
+/// tmpfs, or the flat tree bound in.
+fn rootfs_ops(rootfs: &Rootfs, scratch: &Path, root: &Path) -> Vec<MountOp> {
+    match rootfs {
+        Rootfs::Overlay(layers) => {
+            let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+            vec![
+                MountOp::HostDir(upper.clone()),
+                MountOp::HostDir(work.clone()),
+                MountOp::HostDir(root.to_path_buf()),
+                MountOp::Overlay {
+                    lowers: layers.iter().rev().cloned().collect(),
+                    upper,
+                    work,
+                    target: root.to_path_buf(),
+                },
+            ]
+        }
+        Rootfs::Flat(tree) => vec![
+            MountOp::HostDir(root.to_path_buf()),
             MountOp::Bind {
                 source: tree.clone(),
-                target: Target::Host(root.clone()),
+                target: Target::Host(root.to_path_buf()),
                 kind: NodeKind::Dir,
                 recursive: false,
                 readonly: false,
                 shared: false,
             },
-        ]),
+        ],
     }
-    ops.push(MountOp::Proc {
+}
+
+/// /proc of the payload's own, the host's /sys and /dev, fresh /tmp and /run.
+fn kernel_ops() -> Vec<MountOp> {
+    let mut ops = vec![MountOp::Proc {
         target: Target::Inside("/proc".into()),
-    });
-    for (src, dst) in [("/sys", "/sys"), ("/dev", "/dev")] {
+    }];
+    for dir in ["/sys", "/dev"] {
         ops.push(MountOp::Bind {
-            source: src.into(),
-            target: Target::Inside(dst.into()),
+            source: dir.into(),
+            target: Target::Inside(dir.into()),
             kind: NodeKind::Dir,
             recursive: true,
             readonly: false,
             shared: false,
         });
     }
-    ops.push(MountOp::Tmpfs {
-        target: Target::Inside("/tmp".into()),
-        options: "mode=1777".into(),
-    });
-    ops.push(MountOp::Tmpfs {
-        target: Target::Inside("/run".into()),
-        options: "mode=0755".into(),
-    });
-    for (path, target) in &input.symlinks {
-        ops.push(match input.rootfs {
-            Rootfs::Overlay(_) => MountOp::Symlink {
-                path: path.clone(),
-                target: target.clone(),
-            },
-            // A flat tree is shared and never written: bind the file the link names instead.
-            Rootfs::Flat(_) => MountOp::Bind {
-                source: target.into(),
-                target: Target::Inside(path.clone()),
-                kind: NodeKind::File,
-                recursive: false,
-                readonly: true,
-                shared: false,
-            },
+    for (dir, mode) in [("/tmp", "mode=1777"), ("/run", "mode=0755")] {
+        ops.push(MountOp::Tmpfs {
+            target: Target::Inside(dir.into()),
+            options: mode.into(),
         });
     }
-    for v in &input.volumes {
-        ops.push(MountOp::Bind {
-            source: v.source.clone(),
-            target: Target::Inside(v.target.clone()),
-            kind: v.kind,
-            recursive: v.recursive,
-            readonly: v.readonly,
-            shared: v.shared,
-        });
-    }
-    if !input.writable {
-        ops.push(MountOp::RemountReadOnly(root.clone()));
-    }
-    ops.push(MountOp::PivotRoot(root));
     ops
+}
+
+/// A preset's symlink: in the overlay's upper; a flat tree is shared and never written, so
+/// there the file the link names is bound instead.
+fn symlink_op(rootfs: &Rootfs, path: &str, target: &str) -> MountOp {
+    match rootfs {
+        Rootfs::Overlay(_) => MountOp::Symlink {
+            path: path.to_string(),
+            target: target.to_string(),
+        },
+        Rootfs::Flat(_) => MountOp::Bind {
+            source: target.into(),
+            target: Target::Inside(path.to_string()),
+            kind: NodeKind::File,
+            recursive: false,
+            readonly: true,
+            shared: false,
+        },
+    }
 }
 
 #[cfg(test)]

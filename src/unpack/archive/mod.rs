@@ -103,6 +103,9 @@ pub enum Kind {
     Fifo,
 }
 
+/// A sparse file's form and the regions that hold its data.
+pub type SparseMap = (SparseFormat, Vec<Region>);
+
 /// One member, with its PAX records, long names and sparse map applied.
 #[derive(Clone, Debug)]
 pub struct Member {
@@ -120,7 +123,7 @@ pub struct Member {
     /// The file's real size (for a sparse file, holes included).
     pub size: u64,
     /// For a sparse file, where its stored data goes; the data is these regions back to back.
-    pub sparse: Option<(SparseFormat, Vec<Region>)>,
+    pub sparse: Option<SparseMap>,
 }
 
 impl Member {
@@ -323,71 +326,26 @@ impl<R: Read> Archive<R> {
             pax_num("gid", decimal, h.gid)?,
         );
         let mtime = pax_num("mtime", seconds, h.mtime)?;
-        let dir_name = path.ends_with(b"/");
-        // Which types carry data is Go's and libarchive's rule: links, directories, devices and
-        // FIFOs have none, whatever their size field says.
-        let (kind, has_data) = match h.typeflag {
-            b'0' | b'\0' | b'7' if dir_name => (Kind::Dir, false),
-            b'0' | b'\0' | b'7' | b'S' => (Kind::File, true),
-            b'1' => (Kind::Hardlink, false),
-            b'2' => (Kind::Symlink, false),
-            b'3' => (Kind::Char, false),
-            b'4' => (Kind::Block, false),
-            b'5' => (Kind::Dir, false),
-            b'6' => (Kind::Fifo, false),
-            // GNU dumpdir: a directory whose data lists its contents for incremental restores.
-            b'D' => (Kind::Dir, true),
-            typeflag => {
-                return Err(ArchiveError::UnknownType {
-                    path: shown,
-                    typeflag,
-                })
-            }
-        };
+        let (kind, has_data) = kind_of(h.typeflag, path.ends_with(b"/"), &shown)?;
         let stored = if has_data { size } else { 0 };
         self.remaining = stored;
         self.padding = padding(stored);
-        let mut real_size = stored;
-        let mut sparse = None;
-        let sparse_err = |format, source| ArchiveError::Sparse {
-            path: shown.clone(),
-            format,
-            source,
-        };
-        if h.typeflag == b'S' {
-            let (map, real) = self.old_gnu_sparse(block, &shown)?;
-            real_size = real;
-            sparse = Some((SparseFormat::OldGnu, map));
-        } else if kind == Kind::File {
-            let format = sparse::pax_format(pax).map_err(|source| ArchiveError::SparseVersion {
-                path: shown.clone(),
-                source,
-            })?;
-            if let Some(format) = format {
-                if let Some(name) = pax.get("GNU.sparse.name") {
-                    path = name.to_vec();
-                }
-                let real = pax
-                    .get("GNU.sparse.size")
-                    .or_else(|| pax.get("GNU.sparse.realsize"))
-                    .and_then(decimal)
-                    .and_then(|n| u64::try_from(n).ok())
-                    .ok_or_else(|| sparse_err(format, SparseError::NoRealSize))?;
-                let map = if format == SparseFormat::Pax10 {
-                    self.pax1_map().map_err(|e| match e {
-                        Ok(why) => sparse_err(format, why),
-                        Err(e) => e,
-                    })?
-                } else {
-                    sparse::pax0_map(pax).map_err(|why| sparse_err(format, why))?
-                };
-                real_size = real;
-                sparse = Some((format, map));
+        let (sparse, real_size) = match (h.typeflag, kind) {
+            (b'S', _) => {
+                let (map, real) = self.old_gnu_sparse(block, &shown)?;
+                (Some((SparseFormat::OldGnu, map)), real)
             }
-        }
+            (_, Kind::File) => self.pax_sparse(pax, &mut path, &shown)?,
+            _ => (None, stored),
+        };
         if let Some((format, map)) = &sparse {
-            sparse::validate(map, real_size, self.remaining)
-                .map_err(|why| sparse_err(*format, why))?;
+            sparse::validate(map, real_size, self.remaining).map_err(|source| {
+                ArchiveError::Sparse {
+                    path: shown.clone(),
+                    format: *format,
+                    source,
+                }
+            })?;
         }
         Ok(Member {
             path,
@@ -401,6 +359,46 @@ impl<R: Read> Archive<R> {
             size: real_size,
             sparse,
         })
+    }
+
+    /// A PAX sparse file's map and real size (renaming it to `GNU.sparse.name`), or `None` and
+    /// the stored size for an ordinary file.
+    fn pax_sparse(
+        &mut self,
+        pax: &Records,
+        path: &mut Vec<u8>,
+        shown: &str,
+    ) -> Result<(Option<SparseMap>, u64), ArchiveError> {
+        let format = sparse::pax_format(pax).map_err(|source| ArchiveError::SparseVersion {
+            path: shown.to_string(),
+            source,
+        })?;
+        let Some(format) = format else {
+            return Ok((None, self.remaining));
+        };
+        let err = |source| ArchiveError::Sparse {
+            path: shown.to_string(),
+            format,
+            source,
+        };
+        if let Some(name) = pax.get("GNU.sparse.name") {
+            *path = name.to_vec();
+        }
+        let real = pax
+            .get("GNU.sparse.size")
+            .or_else(|| pax.get("GNU.sparse.realsize"))
+            .and_then(decimal)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| err(SparseError::NoRealSize))?;
+        let map = if format == SparseFormat::Pax10 {
+            self.pax1_map().map_err(|e| match e {
+                Ok(why) => err(why),
+                Err(e) => e,
+            })?
+        } else {
+            sparse::pax0_map(pax).map_err(err)?
+        };
+        Ok((Some((format, map)), real))
     }
 
     /// An old GNU sparse header's map, with its extension blocks (which follow the header and
@@ -467,6 +465,31 @@ impl<R: Read> Archive<R> {
             })),
         }
     }
+}
+
+/// What a typeflag makes a member, and whether data follows its header. Which types carry
+/// data is Go's and libarchive's rule: links, directories, devices and FIFOs have none,
+/// whatever their size field says.
+fn kind_of(typeflag: u8, dir_name: bool, shown: &str) -> Result<(Kind, bool), ArchiveError> {
+    Ok(match typeflag {
+        // v7 wrote directories as regular entries with a trailing slash.
+        b'0' | b'\0' | b'7' if dir_name => (Kind::Dir, false),
+        b'0' | b'\0' | b'7' | b'S' => (Kind::File, true),
+        b'1' => (Kind::Hardlink, false),
+        b'2' => (Kind::Symlink, false),
+        b'3' => (Kind::Char, false),
+        b'4' => (Kind::Block, false),
+        b'5' => (Kind::Dir, false),
+        b'6' => (Kind::Fifo, false),
+        // GNU dumpdir: a directory whose data lists its contents for incremental restores.
+        b'D' => (Kind::Dir, true),
+        typeflag => {
+            return Err(ArchiveError::UnknownType {
+                path: shown.to_string(),
+                typeflag,
+            })
+        }
+    })
 }
 
 /// Extended attributes from `SCHILY.xattr.NAME=VALUE` (GNU tar, Go, star, bsdtar) and, where
