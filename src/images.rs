@@ -6,7 +6,9 @@ use thiserror::Error;
 use crate::manifest::{Image, Platform};
 use crate::pull;
 use crate::reference::Reference;
+use crate::registry::Client;
 use crate::store::{Keep, Store, StoreError, Swept, TreeKey};
+use crate::unpack::{ensure_rootfs, Storage, UnpackError, Unpacked};
 
 #[derive(Debug, Error)]
 pub enum ImagesError {
@@ -14,6 +16,41 @@ pub enum ImagesError {
     NotInStore(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Pull(#[from] pull::PullError),
+    #[error("unpacking")]
+    Unpack(#[source] UnpackError),
+    #[error("recording it in the store index")]
+    Record(#[source] pull::PullError),
+}
+
+/// The image a request names, ready to run: pulled and verified, every layer unpacked as
+/// `storage` serves it, and only then listed in the index.
+pub fn obtain(
+    store: &Store,
+    client: Client,
+    req: &pull::Request,
+    storage: Storage,
+    progress: &dyn pull::Progress,
+) -> Result<(Image, Unpacked), ImagesError> {
+    let pulled = pull::pull(store, &client, req, progress)?;
+    // The registry client (and its threads) is done before any unpacking or namespace work.
+    drop(client);
+    let unpacked = match ensure_rootfs(store, &pulled.image, storage) {
+        Ok(u) => u,
+        Err(e) => {
+            if pull::is_no_space(&e) {
+                // What cannot become an image on this disk only keeps it full.
+                if let Err(err) = release(store, &pulled.image) {
+                    tracing::warn!(error = %crate::logging::chain(&err), "could not free what the failed image used");
+                }
+            }
+            return Err(ImagesError::Unpack(e));
+        }
+    };
+    // Only a complete image is listed: a layer refused above leaves the index as it was.
+    let image = pulled.record(store).map_err(ImagesError::Record)?;
+    Ok((image, unpacked))
 }
 
 /// The blobs and trees one image uses: its documents and layers, their trees, and its flat

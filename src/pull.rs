@@ -106,6 +106,13 @@ impl From<StoreError> for PullError {
     }
 }
 
+/// What a descriptor says of a manifest beyond its digest (a pin alone says nothing more).
+#[derive(Clone, Copy, Default)]
+struct Expected<'a> {
+    size: Option<u64>,
+    media_type: Option<&'a str>,
+}
+
 /// Where documents come from: the registry (through the store) or the store alone.
 enum Source<'a> {
     Online(&'a Store, Repo<'a>),
@@ -119,13 +126,15 @@ impl Source<'_> {
         }
     }
 
-    /// A manifest document by digest: the store if it holds it (unless `ask_registry`, for
-    /// `--pull=always`, which proves the registry still serves it), else the registry.
-    fn manifest_by_digest(
+    /// The one place a manifest document addressed by digest is verified: from the store if
+    /// it holds it (unless `ask_registry`, for `--pull=always`, which proves the registry still
+    /// serves it), else from the registry; its digest must be the pin and its size the
+    /// descriptor's, and its media type must agree with the document, before it is stored.
+    fn verified_manifest(
         &self,
         reference: &str,
         digest: &Digest,
-        declared: Option<&str>,
+        expected: Expected<'_>,
         ask_registry: bool,
     ) -> Result<manifest::Parsed, PullError> {
         let store = self.store();
@@ -141,13 +150,22 @@ impl Source<'_> {
                 Source::Offline(s) => return Err(missing(reference, s, digest)),
             }
         };
-        let parsed = parse(reference, &body, declared.or(ct.as_deref()))?;
+        let parsed = parse(reference, &body, expected.media_type.or(ct.as_deref()))?;
         if parsed.digest != *digest {
             return Err(PullError::PinMismatch {
                 reference: reference.to_string(),
                 expected: digest.clone(),
                 actual: parsed.digest,
             });
+        }
+        let actual = parsed.canonical.len() as u64;
+        if expected.size.is_some_and(|s| s != actual) {
+            return Err(StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected: expected.size.unwrap_or(0),
+                actual,
+            }
+            .into());
         }
         store.put_blob(&parsed.digest, &parsed.canonical)?;
         Ok(parsed)
@@ -223,15 +241,11 @@ fn resolve_document(
                     source,
                 }
             })?;
-            let child = src.manifest_by_digest(reference, &d.digest, Some(&d.media_type), false)?;
-            if d.size.is_some_and(|s| s != child.canonical.len() as u64) {
-                return Err(StoreError::SizeMismatch {
-                    digest: d.digest.clone(),
-                    expected: d.size.unwrap_or(0),
-                    actual: child.canonical.len() as u64,
-                }
-                .into());
-            }
+            let expected = Expected {
+                size: d.size,
+                media_type: Some(&d.media_type),
+            };
+            let child = src.verified_manifest(reference, &d.digest, expected, false)?;
             (child.digest, child.document)
         }
         other => (digest.clone(), other),
@@ -394,7 +408,8 @@ fn resolve(
         }
         (Some(d), policy) => {
             let src = Source::Online(store, client.repo(r));
-            let top = src.manifest_by_digest(&name, d, None, policy == PullPolicy::Always)?;
+            let top =
+                src.verified_manifest(&name, d, Expected::default(), policy == PullPolicy::Always)?;
             let image = resolve_document(&src, &name, top, &req.platform, req.platform_explicit)?;
             Ok(Resolution::Resolved {
                 image,
@@ -641,6 +656,6 @@ fn load_for(
     platform_explicit: bool,
 ) -> Result<Image, PullError> {
     let src = Source::Offline(store);
-    let top = src.manifest_by_digest(name, digest, None, false)?;
+    let top = src.verified_manifest(name, digest, Expected::default(), false)?;
     resolve_document(&src, name, top, platform, platform_explicit)
 }

@@ -339,29 +339,9 @@ pub fn pull_image(
         policy: args.pull,
         max_parallel: args.max_parallel.max(1),
     };
-    let result = pull::pull(store, &client, &req, &reporter);
+    let result = crate::images::obtain(store, client, &req, cli.storage(), &reporter);
     reporter.done();
-    let pulled = result.with_context(|| format!("pulling {r}"))?;
-    // The registry client (and its threads) is done before any unpacking or namespace work.
-    drop(client);
-    let img = &pulled.image;
-    let unpacked = match crate::unpack::ensure_rootfs(store, img, cli.storage()) {
-        Ok(u) => u,
-        Err(e) => {
-            if pull::is_no_space(&e) {
-                // What cannot become an image on this disk only keeps it full.
-                if let Err(err) = crate::images::release(store, img) {
-                    tracing::warn!(error = %crate::logging::chain(&err), "could not free what the failed image used");
-                }
-            }
-            return Err(e).with_context(|| format!("unpacking {r}"));
-        }
-    };
-    // Only a complete image is listed: a layer refused above leaves the index as it was.
-    let img = pulled
-        .record(store)
-        .with_context(|| format!("recording {r} in the store index"))?;
-    Ok((img, unpacked))
+    result.with_context(|| format!("pulling {r}"))
 }
 
 /// The exit status for an error that ended skiff before any payload ran: 125 (as podman and

@@ -63,16 +63,7 @@ impl FromStr for VolumeSpec {
         if src.split('/').any(|c| c == "..") {
             return Err(bad("the host path has a '..' component".into()));
         }
-        let mut v = VolumeSpec {
-            source: PathBuf::from(src),
-            target: dst.to_string(),
-            readonly: false,
-            recursive: false,
-            create: false,
-            optional: false,
-            shared: false,
-            owner: None,
-        };
+        let mut v = VolumeSpec::new(src, dst);
         for o in opts.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
             match o {
                 "ro" => v.readonly = true,

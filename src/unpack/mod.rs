@@ -180,41 +180,63 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     Ok(trees)
 }
 
-/// Unpacks one layer into its tree, atomically; a no-op when another process did it.
-fn unpack_layer(
+/// Builds the tree `key` names once, whoever asks: under its lock, in a fresh staging
+/// directory that `build` fills, renamed into place only when `build` succeeded; a failed
+/// build leaves nothing behind. A no-op when another process built it first.
+fn build_tree(
     store: &Store,
-    layer: &Layer,
-    lower: Option<&[PathBuf]>,
-) -> Result<(), UnpackError> {
-    let key = TreeKey::of_layer(layer);
-    let dest = store.tree_path(&key);
-    let _lock = store.lock_tree(&key)?;
+    key: &TreeKey,
+    staging_name: &str,
+    build: impl FnOnce(&Path) -> Result<(), UnpackError>,
+) -> Result<PathBuf, UnpackError> {
+    let dest = store.tree_path(key);
+    let _lock = store.lock_tree(key)?;
     if store.has_tree(&dest) {
-        return Ok(());
+        return Ok(dest);
     }
-    let staging = store.staging_dir(&format!("layer-{}", key.lock_name()))?;
-    let result = extract(store, layer, lower, &staging).and_then(|()| {
-        // One syncfs per layer: cheaper than fsync per file, and the rename below must not
-        // reach the disk before the tree does.
-        let f = File::open(&staging).map_err(|e| io_err(layer, "opening the staged layer", e))?;
-        // SAFETY: plain syscall on a valid fd.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-            return Err(io_err(
-                layer,
-                "syncing the staged layer",
-                io::Error::last_os_error(),
-            ));
-        }
+    let staging = store.staging_dir(staging_name)?;
+    let result = build(&staging).and_then(|()| {
         store
             .commit_staged(&staging, &dest)
             .map_err(UnpackError::from)
     });
     if result.is_err() {
         if let Err(e) = crate::fs::root::remove_dir_all(&staging) {
-            tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed layer");
+            tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed tree; the next run will");
         }
     }
-    result
+    result.map(|()| dest)
+}
+
+/// Unpacks one layer into its tree, atomically.
+fn unpack_layer(
+    store: &Store,
+    layer: &Layer,
+    lower: Option<&[PathBuf]>,
+) -> Result<(), UnpackError> {
+    let key = TreeKey::of_layer(layer);
+    build_tree(
+        store,
+        &key,
+        &format!("layer-{}", key.lock_name()),
+        |staging| {
+            extract(store, layer, lower, staging)?;
+            // One syncfs per layer: cheaper than fsync per file, and the rename that makes the
+            // tree visible must not reach the disk before the tree does.
+            let f =
+                File::open(staging).map_err(|e| io_err(layer, "opening the staged layer", e))?;
+            // SAFETY: plain syscall on a valid fd.
+            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+                return Err(io_err(
+                    layer,
+                    "syncing the staged layer",
+                    io::Error::last_os_error(),
+                ));
+            }
+            Ok(())
+        },
+    )
+    .map(drop)
 }
 
 /// How a rootfs is served: an overlay of the shared layer trees, or one flattened copy (for
@@ -253,30 +275,17 @@ pub fn ensure_flat(
     layers: &[PathBuf],
 ) -> Result<PathBuf, UnpackError> {
     let key = TreeKey::Flat(image.manifest.clone());
-    let dest = store.tree_path(&key);
-    let _lock = store.lock_tree(&key)?;
-    if store.has_tree(&dest) {
-        return Ok(dest);
-    }
-    let staging = store.staging_dir(&key.lock_name())?;
-    let result = flatten(layers, &staging).and_then(|()| {
-        let root = Root::open(&staging)?;
+    build_tree(store, &key, &key.lock_name(), |staging| {
+        flatten(layers, staging)?;
+        let root = Root::open(staging)?;
         for m in MOUNTPOINTS {
             // Constant, non-empty names: parse gives Some.
             if let Some(p) = crate::fs::root::InnerPath::parse(m.as_bytes())? {
                 root.mountpoint(&p, crate::fs::root::NodeKind::Dir)?;
             }
         }
-        store
-            .commit_staged(&staging, &dest)
-            .map_err(UnpackError::from)
-    });
-    if result.is_err() {
-        if let Err(e) = crate::fs::root::remove_dir_all(&staging) {
-            tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed flat tree; the next run will");
-        }
-    }
-    result.map(|()| dest)
+        Ok(())
+    })
 }
 
 /// `skiff unpack`: the image's flattened rootfs, from its layer trees, into `dir`, which must

@@ -148,18 +148,21 @@ pub fn seconds(v: &[u8]) -> Option<i64> {
     })
 }
 
+/// One PAX record, its length prefix counted as writers count it (for tests).
+#[cfg(test)]
+pub fn record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = [b" ", key.as_bytes(), b"=", value, b"\n"].concat();
+    let mut len = body.len() + 1;
+    while format!("{len}").len() + body.len() != len {
+        len += 1;
+    }
+    [format!("{len}").as_bytes(), &body].concat()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::record as rec;
     use super::*;
-
-    fn rec(key: &str, value: &[u8]) -> Vec<u8> {
-        let body = [b" ", key.as_bytes(), b"=", value, b"\n"].concat();
-        let mut len = body.len() + 1;
-        while format!("{len}").len() + body.len() != len {
-            len += 1;
-        }
-        [format!("{len}").as_bytes(), &body].concat()
-    }
 
     #[test]
     fn binary_values_with_newlines() {

@@ -277,15 +277,10 @@ mod tests {
     }
 
     fn records(pairs: &[(&str, &str)]) -> Records {
-        let mut data = Vec::new();
-        for (k, v) in pairs {
-            let body = format!(" {k}={v}\n");
-            let mut len = body.len() + 1;
-            while format!("{len}").len() + body.len() != len {
-                len += 1;
-            }
-            data.extend_from_slice(format!("{len}{body}").as_bytes());
-        }
+        let data: Vec<u8> = pairs
+            .iter()
+            .flat_map(|(k, v)| super::super::pax::record(k, v.as_bytes()))
+            .collect();
         Records::parse(&data).unwrap()
     }
 

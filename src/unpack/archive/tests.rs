@@ -32,14 +32,7 @@ fn data(d: &[u8]) -> Vec<u8> {
     v
 }
 
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = [b" ", key.as_bytes(), b"=", value, b"\n"].concat();
-    let mut len = body.len() + 1;
-    while format!("{len}").len() + body.len() != len {
-        len += 1;
-    }
-    [format!("{len}").as_bytes(), &body].concat()
-}
+use super::pax::record as pax_record;
 
 fn end() -> Vec<u8> {
     vec![0u8; 2 * BLOCK]
