@@ -19,6 +19,8 @@ struct Features {
     xattrs: bool,
     sparse: bool,
     fifo: bool,
+    /// A file name that is not UTF-8 (Latin-1 `café`): PAX writers mark it `hdrcharset=BINARY`.
+    binary_name: bool,
 }
 
 const BINARY: &[u8] = &[
@@ -116,6 +118,11 @@ fn source(dir: &Path, f: Features) {
     }
     if f.sparse {
         sparse_file(&dir.join("etc/sparse"));
+    }
+    if f.binary_name {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        fs::write(dir.join("etc").join(name), b"latin-1 name").unwrap();
     }
     // setuid last: chown would clear it.
     fs::set_permissions(dir.join("bin/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
@@ -272,6 +279,7 @@ const ALL: Features = Features {
     xattrs: true,
     sparse: true,
     fifo: true,
+    binary_name: false,
 };
 
 macro_rules! row {
@@ -431,12 +439,18 @@ out.close()
 "#;
 
 row!(
-    python_tarfile_pax_binary_xattrs,
+    python_tarfile_pax_binary_xattrs_and_hdrcharset,
     Features {
         sparse: false,
+        binary_name: true,
         ..ALL
     },
-    |src| python(PY_PAX, &[&src])
+    |src| {
+        let layer = python(PY_PAX, &[&src]);
+        let marked = layer.windows(17).any(|w| w == b"hdrcharset=BINARY");
+        assert!(marked, "the writer marked the non-UTF-8 name");
+        layer
+    }
 );
 row!(
     python_tarfile_gnu_long_names_base256,

@@ -198,3 +198,49 @@ fn a_blackholed_mirror_gives_way_to_the_registry() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unresolvable_registry_falls_back_at_once() {
+    let env = Env::new();
+    let ns = Netns::new();
+    let (reg, img) = setup(&env, &ns);
+    let host = format!("skiff-registry.test:{}", reg.port);
+    // The name resolves through the namespace's own hosts file; there is no DNS server, so
+    // any lookup that the file does not answer is refused at once.
+    ns.etc("resolv.conf", "nameserver 127.0.0.1\n");
+    ns.etc("hosts", "127.0.0.1 localhost skiff-registry.test\n");
+    let r = format!("{host}/app/img:v1");
+    let insecure = format!("--insecure-registry={host}");
+    let out = env
+        .skiff_in(&ns.name, &[&insecure, "pull", &r])
+        .output()
+        .unwrap();
+    assert_eq!(ok(out).trim(), img.digest());
+    ns.etc("hosts", "127.0.0.1 localhost\n");
+    let out = env
+        .skiff_in(
+            &ns.name,
+            &[
+                &insecure,
+                "run",
+                "--pull=newer",
+                "--registry-timeout=30",
+                &r,
+                "--",
+                "-c",
+                "echo resolved-from-store",
+            ],
+        )
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(ok(out).trim(), "resolved-from-store");
+    assert!(
+        err.contains("using the cached resolution") && err.contains("dns error"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("trying again"),
+        "a name that does not resolve is not retried: {err}"
+    );
+}

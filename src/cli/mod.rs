@@ -355,9 +355,68 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use clap::Parser;
+
     #[test]
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    fn image_args(argv: &[&str]) -> ImageArgs {
+        let mut full = vec!["skiff", "pull"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Pull { image, .. } => image,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn an_image_argument_resolves_once_with_its_pin_and_platform() {
+        let hex = "a".repeat(64);
+        let c = image_args(&[
+            "reg.lan/app:v1",
+            "--digest",
+            &format!("sha256:{hex}"),
+            "--platform",
+            "linux/arm64",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            c.reference.digest().map(|d| d.hex().to_string()),
+            Some(hex.clone())
+        );
+        assert_eq!(c.platform.to_string(), "linux/arm64");
+        assert!(c.platform_explicit && c.profile.is_none());
+        // Two pins that disagree, a bad platform, a bad reference: each a clear error.
+        let other = "b".repeat(64);
+        let conflict = image_args(&[
+            &format!("reg.lan/app@sha256:{hex}"),
+            "--digest",
+            &format!("sha256:{other}"),
+        ]);
+        assert!(format!("{:#}", conflict.resolve().unwrap_err()).contains("give one pin"));
+        let bad = image_args(&["reg.lan/app:v1", "--platform", "Linux"]);
+        assert!(format!("{:#}", bad.resolve().unwrap_err()).contains("OS/ARCH"));
+        let bad = image_args(&["reg.lan/APP"]);
+        assert!(bad.resolve().is_err());
+    }
+
+    #[test]
+    fn a_profile_resolves_to_its_image_and_typed_settings() {
+        let mut args = image_args(&["--profile", "fleet", "--tag", "v9"]);
+        args.profile_dir = "/nonexistent".into();
+        let c = args.resolve().unwrap();
+        assert_eq!(c.reference.to_string(), "quay.io/coreos/fleet:v9");
+        let p = c.profile.unwrap();
+        assert_eq!(p.prefix, "FLEET");
+        assert!(p.presets.contains(&crate::profiles::Preset::Systemd));
+        assert!(p
+            .volumes
+            .iter()
+            .any(|v| v.target == "/etc/fleet" && v.readonly));
     }
 }

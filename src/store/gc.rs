@@ -75,3 +75,47 @@ impl Store {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_removes_what_keep_does_not_name_and_leases_protect() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(&t.path().join("store")).unwrap();
+        let (kept, leased, dropped) = (
+            Digest::of(b"kept"),
+            Digest::of(b"leased"),
+            Digest::of(b"dropped"),
+        );
+        let trees = [
+            TreeKey::Layer(kept.clone()),
+            TreeKey::Layer(leased.clone()),
+            TreeKey::Flat(dropped.clone()),
+        ];
+        for k in &trees {
+            std::fs::create_dir_all(store.tree_path(k).join("etc")).unwrap();
+        }
+        for b in [b"kept".as_slice(), b"dropped"] {
+            store.put_blob(&Digest::of(b), b).unwrap();
+        }
+        // A live lease (this process) holds one tree.
+        store.take_lease(&[TreeKey::Layer(leased.clone())]).unwrap();
+        let mut keep = Keep::default();
+        keep.blobs.insert(kept.clone());
+        keep.trees.insert(TreeKey::Layer(kept.clone()));
+        let swept = store.sweep(&keep).unwrap();
+        assert_eq!((swept.blobs, swept.trees), (1, 1));
+        assert!(store.has_blob(&kept) && !store.has_blob(&dropped));
+        let left = store.list_trees().unwrap();
+        assert!(left.contains(&trees[0]) && left.contains(&trees[1]) && !left.contains(&trees[2]));
+        // Releasing an image's files spares what another image keeps.
+        let mut these = Keep::default();
+        these.trees.insert(TreeKey::Layer(kept.clone()));
+        these.blobs.insert(kept.clone());
+        assert_eq!(store.release(&these, &keep).unwrap(), 0);
+        assert_eq!(store.release(&these, &Keep::default()).unwrap(), 2);
+        assert!(!store.has_blob(&kept));
+    }
+}

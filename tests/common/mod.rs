@@ -56,8 +56,18 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// `/etc/netns/NAME/FILE`, which `ip netns exec` shows as `/etc/FILE` inside.
+    pub fn etc(&self, file: &str, contents: &str) {
+        let dir = PathBuf::from(format!("/etc/netns/{}", self.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), contents).unwrap();
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

@@ -240,6 +240,19 @@ mod tests {
         b[257..263].copy_from_slice(b"ustar\0");
         b[263..265].copy_from_slice(b"00");
         assert_eq!(parse(&b).unwrap().name, b"pre/name");
+        // star: the same magic, a 131-byte prefix (here full, no NUL), times after it, and a
+        // trailer. Read as ustar's 155 bytes, the prefix would run into the atime.
+        let mut star = b;
+        star[345..476].copy_from_slice(&[b'p'; 131]);
+        star[476..488].copy_from_slice(b"14000000000\0");
+        star[508..512].copy_from_slice(b"tar\0");
+        assert_eq!(format(&star), Format::Star);
+        let want = [&[b'p'; 131][..], b"/name"].concat();
+        assert_eq!(
+            parse(&star).unwrap().name,
+            want,
+            "star's times are not in the prefix"
+        );
         b[257..263].copy_from_slice(b"ustar ");
         b[263..265].copy_from_slice(b" \0");
         assert_eq!(parse(&b).unwrap().name, b"name", "GNU has no prefix field");
