@@ -165,6 +165,7 @@ def main():
     ap.add_argument("--start-rounds", type=int, default=20)
     ap.add_argument("--hosts", type=int, default=16)
     ap.add_argument("--only", default="1,2,3,5,6,7")
+    ap.add_argument("--compare", help="another skiff binary (say, main's) to run beside --skiff in scenarios 1 and 3")
     a = ap.parse_args()
     only = set(a.only.split(","))
     skiff = os.path.abspath(a.skiff)
@@ -196,18 +197,23 @@ def main():
                          for i, d in enumerate(layers)) + " wait"
         podman = "podman --root $D/podman/root --runroot $D/podman/run --storage-driver overlay"
 
+        compare = os.path.abspath(a.compare) if a.compare else None
+
         def cold_tools(d):
             pre = f"D={d}; "
-            return {
+            tools = {
                 "skiff": pre + f"{skiff} --root $D/skiff pull {REG}/bench:v1 >/dev/null 2>&1; sync",
                 "skopeo+umoci": pre + f"skopeo copy -q --src-tls-verify=false docker://{REG}/bench:v1 oci:$D/oci:v1 && umoci unpack --image $D/oci:v1 $D/bundle; sync",
                 "podman": pre + f"{podman} pull -q --tls-verify=false {REG}/bench:v1; sync",
                 "curl|gzip|tar floor": pre + floor + "; sync",
             }
+            if compare:
+                tools["skiff (--compare)"] = pre + f"{compare} --root $D/skiff-compare pull {REG}/bench:v1 >/dev/null 2>&1; sync"
+            return tools
 
         def clean(d):
             def prep(_name):
-                for sub in ("skiff", "oci", "bundle", "podman", "floor"):
+                for sub in ("skiff", "skiff-compare", "oci", "bundle", "podman", "floor"):
                     p = os.path.join(d, sub)
                     if os.path.exists(p):
                         sh(f"rm -rf {p}", check=False)
@@ -263,6 +269,8 @@ def main():
                 "crun run": f"unshare -m sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; crun run -b {d}/bundle bench-$$'",
                 "podman run": f"D={d}; {podman} --runtime runc run --rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network none {REG}/bench:v1 /bin/true",
             }
+            if compare:
+                tools["skiff (--compare)"] = tools["skiff"].replace(skiff, compare, 1)
             res = alternate(tools, a.start_rounds)
             report["scenarios"]["3-warm-start"] = summarize("Scenario 3: warm start of /bin/true", res)
         if "5" in only:
