@@ -647,3 +647,47 @@ fn a_whiteout_below_a_lower_file_is_a_no_op() {
     let mine = tree::describe(&env.path().join("out-overlay"));
     assert_eq!(mine, theirs);
 }
+
+#[test]
+fn a_whiteout_below_a_lower_directory_keeps_that_directorys_owner_and_mode() {
+    let env = Env::new();
+    let reg = env.registry();
+    let lower = tar(&[
+        Entry::Dir("private", 0o700),
+        Entry::Dir("private/inner", 0o750),
+        file("private/inner/secret", b"gone", 0o600),
+        file("private/inner/other", b"stays", 0o600),
+    ]);
+    // The upper layer names only the whiteout, not the directories above it.
+    let upper_bytes = tar(&[file("private/inner/.wh.secret", b"", 0o644)]);
+    let img = build(
+        &[lower, upper_bytes.clone()],
+        &Spec {
+            format: Format::Oci,
+            ..Spec::default()
+        },
+    );
+    push(&reg.url(), "wh/lowerdir", "v1", &img);
+    let r = format!("{}/wh/lowerdir:v1", reg.host());
+    ok(env.skiff(&["pull", &r]));
+    let ours = env.path().join("ours");
+    ok(env.skiff(&["unpack", &r, ours.to_str().unwrap()]));
+    let mine = tree::describe(&ours);
+    assert_eq!(mine["private"].mode, 0o700);
+    assert_eq!(mine["private/inner"].mode, 0o750);
+    assert!(!mine.contains_key("private/inner/secret"));
+    assert!(mine.contains_key("private/inner/other"));
+    assert_eq!(mine, tree::umoci_rootfs(env.path(), &r), "umoci agrees");
+    // `run` mounts the layer trees as an overlay, which takes a merged directory's metadata
+    // from the upper tree: there it has the lower directory's mode, not a made-up 0755.
+    use std::os::unix::fs::PermissionsExt;
+    let upper_tree = env.root.join("layers").join(&sha(&upper_bytes)[7..]);
+    let mode = |p: &str| {
+        std::fs::metadata(upper_tree.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!((mode("private"), mode("private/inner")), (0o700, 0o750));
+}

@@ -142,6 +142,11 @@ impl InnerPath {
         show(&self.raw)
     }
 
+    /// The checked path, relative, for joining onto a trusted root (a store tree).
+    pub fn relative(&self) -> PathBuf {
+        PathBuf::from(OsStr::from_bytes(&self.parts.join(&b'/')))
+    }
+
     fn dir_part(&self) -> Vec<u8> {
         self.parts[..self.parts.len() - 1].join(&b'/')
     }

@@ -277,11 +277,46 @@ impl<'r> Applier<'r> {
                     // Removing a path that does not exist is a no-op (umoci, containerd).
                     return Ok(());
                 }
-                self.root.parent(&target, true)?
+                self.make_parents_like(lowers, &target)?;
+                self.root.parent(&target, false)?
             }
             Err(e) => return Err(e.into()),
         };
         at.mknod(SFlag::S_IFCHR, 0o000, 0)?;
+        Ok(())
+    }
+
+    /// Makes the directories above `target` that this layer lacks, each with the owner, mode,
+    /// times and xattrs of the lower directory it stands over: the overlay takes a merged
+    /// directory's metadata from the upper one, so a made-up 0755 root would change it.
+    fn make_parents_like(&mut self, lowers: &[Root], target: &InnerPath) -> Result<(), EntryError> {
+        let mut chain = Vec::new();
+        let mut cur = target.parent();
+        while let Some(dir) = cur {
+            cur = dir.parent();
+            chain.push(dir);
+        }
+        for dir in chain.into_iter().rev() {
+            let at = self.root.parent(&dir, false)?;
+            if at.kind()? == Kind::Dir {
+                continue;
+            }
+            let lower = lowers
+                .iter()
+                .map(|l| l.path().join(dir.relative()))
+                .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+            let meta = match lower {
+                Some(p) => {
+                    super::flatten::read_meta(&p).map_err(io("reading a lower directory"))?
+                }
+                None => Meta {
+                    mode: 0o755,
+                    ..Meta::default()
+                },
+            };
+            at.mkdir(0o700)?;
+            self.dirs.push((Some(dir), meta));
+        }
         Ok(())
     }
 
