@@ -142,7 +142,7 @@ pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
         for op in &prepared.ops {
             println!("{op}");
         }
-        for (k, v) in crate::run::describe_env(&prepared, &opts)? {
+        for (k, v) in crate::run::payload_env(&prepared, &opts)? {
             println!("env {k}={v}");
         }
         println!("exec {}", crate::run::describe_argv(&prepared).join(" "));

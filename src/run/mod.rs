@@ -224,13 +224,16 @@ fn apply_host_step(step: &plan::HostStep) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The payload's environment as the exec will set it (`--dry-run`), before the image's user
-/// database adds HOME.
-pub fn describe_env(p: &Prepared, opts: &Options) -> Result<Vec<(String, String)>, RunError> {
+/// The payload's environment as the exec sets it (and `--dry-run` prints it), before the
+/// image's user database adds HOME: variables a flag on the command line shadows are dropped,
+/// and said so.
+pub fn payload_env(p: &Prepared, opts: &Options) -> Result<Vec<(String, String)>, RunError> {
     let inherited = opts.inherit_env.then(|| std::env::vars().collect());
     let mut env = exec::environment(&p.config.env, inherited, &p.env_items, &host_var)?;
     if let Some(prefix) = &opts.flag_env_prefix {
-        exec::drop_shadowed(&mut env, prefix, &p.argv);
+        for var in exec::drop_shadowed(&mut env, prefix, &p.argv) {
+            tracing::info!(variable = %var, "dropping an environment variable the command line also sets as a flag");
+        }
     }
     Ok(env)
 }
@@ -322,13 +325,7 @@ fn become_payload(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
     };
     let read = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
     let identity = user::resolve(&spec, &read("/etc/passwd"), &read("/etc/group"))?;
-    let inherited = opts.inherit_env.then(|| std::env::vars().collect());
-    let mut env = exec::environment(&p.config.env, inherited, &p.env_items, &host_var)?;
-    if let Some(prefix) = &opts.flag_env_prefix {
-        for var in exec::drop_shadowed(&mut env, prefix, &p.argv) {
-            tracing::info!(variable = %var, "dropping an environment variable the command line also sets as a flag");
-        }
-    }
+    let mut env = payload_env(&p, opts)?;
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push((
             "HOME".into(),
