@@ -25,15 +25,26 @@ pub fn init(level: &str) {
 }
 
 /// An error with its causes, `a: b: c`, for log fields (`{:#}` of anyhow, for any error).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    causes(e)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// An error and each of its causes, outermost first.
+pub fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |c| c.source())
+}
+
+/// Whether any `io::Error` in an error's chain `matches`.
+pub fn has_io_cause(
+    e: &(dyn std::error::Error + 'static),
+    matches: impl Fn(&std::io::Error) -> bool,
+) -> bool {
+    causes(e).any(|c| c.downcast_ref::<std::io::Error>().is_some_and(&matches))
 }
 
 /// A Unix time as RFC 3339 in UTC (`2026-12-01T23:48:02Z`), as log lines show times.

@@ -581,16 +581,9 @@ fn check_space(store: &Store, r: &Reference, todo: &[&Descriptor]) -> Result<(),
 
 /// Whether an error comes from a full filesystem (ENOSPC or EDQUOT anywhere in its chain).
 pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
-                return true;
-            }
-        }
-        cur = c.source();
-    }
-    false
+    crate::logging::has_io_cause(e, |io| {
+        matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    })
 }
 
 fn fetch_one(

@@ -98,23 +98,14 @@ impl RegistryError {
 /// Whether a connection failed in a way no wait can mend soon: refused, no route, or a name
 /// that does not resolve. Timeouts (dropped packets) are not among them.
 fn fails_at_once(e: &reqwest::Error) -> bool {
-    let mut cur: Option<&dyn std::error::Error> = Some(e);
-    while let Some(c) = cur {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
-            ) {
-                return true;
-            }
-        }
-        if c.to_string().contains("dns error") {
-            return true;
-        }
-        cur = c.source();
-    }
-    false
+    use std::io::ErrorKind::*;
+    let refused = crate::logging::has_io_cause(e, |io| {
+        matches!(
+            io.kind(),
+            ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+        )
+    });
+    refused || crate::logging::causes(e).any(|c| c.to_string().contains("dns error"))
 }
 
 fn body_suffix(body: &str) -> String {
