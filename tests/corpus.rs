@@ -273,6 +273,21 @@ fn gnu_tar(src: &Path, args: &[&str]) -> Vec<u8> {
     )
 }
 
+/// GNU tar's POSIX format with xattrs and sparse files in one sparse version.
+fn gnu_tar_sparse(src: &Path, version: &str) -> Vec<u8> {
+    let v = format!("--sparse-version={version}");
+    gnu_tar(
+        src,
+        &[
+            "--format=posix",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--sparse",
+            &v,
+        ],
+    )
+}
+
 const ALL: Features = Features {
     long_names: true,
     big_ids: true,
@@ -311,42 +326,15 @@ row!(
     },
     |src| { gnu_tar(&src, &["--format=pax", "--xattrs", "--xattrs-include=*"]) }
 );
-row!(gnu_tar_posix_sparse_0_0, ALL, |src| {
-    gnu_tar(
-        &src,
-        &[
-            "--format=posix",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--sparse",
-            "--sparse-version=0.0",
-        ],
-    )
-});
-row!(gnu_tar_posix_sparse_0_1, ALL, |src| {
-    gnu_tar(
-        &src,
-        &[
-            "--format=posix",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--sparse",
-            "--sparse-version=0.1",
-        ],
-    )
-});
-row!(gnu_tar_posix_sparse_1_0, ALL, |src| {
-    gnu_tar(
-        &src,
-        &[
-            "--format=posix",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--sparse",
-            "--sparse-version=1.0",
-        ],
-    )
-});
+row!(gnu_tar_posix_sparse_0_0, ALL, |src| gnu_tar_sparse(
+    &src, "0.0"
+));
+row!(gnu_tar_posix_sparse_0_1, ALL, |src| gnu_tar_sparse(
+    &src, "0.1"
+));
+row!(gnu_tar_posix_sparse_1_0, ALL, |src| gnu_tar_sparse(
+    &src, "1.0"
+));
 row!(
     gnu_tar_ustar_prefix_names,
     Features {

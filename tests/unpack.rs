@@ -613,22 +613,25 @@ fn a_refused_image_is_not_listed_as_pulled() {
     assert!(err.contains("not in the store"), "{err}");
 }
 
+/// Pushes `layers` as an OCI image `repo:v1` and pulls it; returns its reference.
+fn pull_oci(env: &Env, reg: &Registry, repo: &str, layers: &[Vec<u8>]) -> String {
+    let spec = Spec {
+        format: Format::Oci,
+        ..Spec::default()
+    };
+    push(&reg.url(), repo, "v1", &build(layers, &spec));
+    let r = format!("{}/{repo}:v1", reg.host());
+    ok(env.skiff(&["pull", &r]));
+    r
+}
+
 #[test]
 fn a_whiteout_below_a_lower_file_is_a_no_op() {
     let env = Env::new();
     let reg = env.registry();
     let lower = tar(&[file("d2f", b"a file", 0o644), file("keep", b"k", 0o644)]);
     let upper = tar(&[file("d2f/.wh.child", b"", 0o644), file("new", b"n", 0o644)]);
-    let img = build(
-        &[lower, upper.clone()],
-        &Spec {
-            format: Format::Oci,
-            ..Spec::default()
-        },
-    );
-    push(&reg.url(), "wh/img", "v1", &img);
-    let r = format!("{}/wh/img:v1", reg.host());
-    ok(env.skiff(&["pull", &r]));
+    let r = pull_oci(&env, &reg, "wh/img", &[lower, upper.clone()]);
     // The upper layer's tree has no directory that would hide the lower file.
     let upper_tree = env.root.join("layers").join(&sha(&upper)[7..]);
     assert!(!upper_tree.join("d2f").exists());
@@ -660,16 +663,7 @@ fn a_whiteout_below_a_lower_directory_keeps_that_directorys_owner_and_mode() {
     ]);
     // The upper layer names only the whiteout, not the directories above it.
     let upper_bytes = tar(&[file("private/inner/.wh.secret", b"", 0o644)]);
-    let img = build(
-        &[lower, upper_bytes.clone()],
-        &Spec {
-            format: Format::Oci,
-            ..Spec::default()
-        },
-    );
-    push(&reg.url(), "wh/lowerdir", "v1", &img);
-    let r = format!("{}/wh/lowerdir:v1", reg.host());
-    ok(env.skiff(&["pull", &r]));
+    let r = pull_oci(&env, &reg, "wh/lowerdir", &[lower, upper_bytes.clone()]);
     let ours = env.path().join("ours");
     ok(env.skiff(&["unpack", &r, ours.to_str().unwrap()]));
     let mine = tree::describe(&ours);
