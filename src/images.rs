@@ -33,7 +33,18 @@ pub fn obtain(
     storage: Storage,
     progress: &dyn pull::Progress,
 ) -> Result<(Image, Unpacked), ImagesError> {
-    let pulled = pull::pull(store, &client, req, progress)?;
+    let pulled = match pull::pull(store, &client, req, progress) {
+        Ok(p) => p,
+        Err(e) => {
+            if let pull::PullError::Refused { image, .. } = &e {
+                // A refused image leaves nothing behind that no listed image needs.
+                if let Err(err) = store.release(&uses(image), &needed(store)?) {
+                    tracing::warn!(error = %crate::logging::chain(&err), "could not remove what the refused image's pull stored");
+                }
+            }
+            return Err(e.into());
+        }
+    };
     // The registry client (and its threads) is done before any unpacking or namespace work.
     drop(client);
     let unpacked = match ensure_rootfs(store, &pulled.image, storage) {

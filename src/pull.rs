@@ -14,6 +14,7 @@ use crate::manifest::{self, Config, Descriptor, Document, ManifestError, Platfor
 use crate::reference::{Digest, Reference};
 use crate::registry::{Client, RegistryError, Repo};
 use crate::store::{Begin, IndexEntry, Store, StoreError};
+use crate::trust::{self, Requirement, Signatures, Trust, TrustError, Verdict};
 
 /// When to ask the registry, as `podman run --pull` means it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -86,6 +87,14 @@ pub enum PullError {
         needed: u64,
         free: u64,
     },
+    #[error("{verdict}")]
+    Refused {
+        verdict: Box<Verdict>,
+        /// The refused image, so what its pull stored can be given back.
+        image: Box<Image>,
+    },
+    #[error(transparent)]
+    Trust(Box<TrustError>),
     #[error("{registry} cannot be reached and {reference} has no cached resolution: {cause}")]
     Offline {
         registry: String,
@@ -97,6 +106,12 @@ pub enum PullError {
 impl From<RegistryError> for PullError {
     fn from(e: RegistryError) -> Self {
         PullError::Registry(Box::new(e))
+    }
+}
+
+impl From<TrustError> for PullError {
+    fn from(e: TrustError) -> Self {
+        PullError::Trust(Box::new(e))
     }
 }
 
@@ -304,6 +319,8 @@ pub struct Request<'a> {
     pub platform_explicit: bool,
     pub policy: PullPolicy,
     pub max_parallel: usize,
+    /// The signature policy in force for this run.
+    pub trust: &'a Trust,
 }
 
 /// Progress of layer downloads, shown on a terminal or logged.
@@ -348,10 +365,16 @@ pub fn pull(
     let key = index_key(r);
     let cached = store.index().get(&key)?;
     // Which image the reference means under the policy, and whether the registry said so.
-    let (image, asked) = match resolve(store, client, req, cached.as_ref())? {
-        Resolution::Stored(image) => return Ok(Pulled { image, entry: None }),
-        Resolution::Resolved { image, asked } => (image, asked),
+    let (image, asked, stored) = match resolve(store, client, req, cached.as_ref())? {
+        Resolution::Stored(image) => (image, false, true),
+        Resolution::Resolved { image, asked } => (image, asked, false),
     };
+    // Who signed it, under the policy in force now: before any layer is fetched, and at
+    // every start (offline, from the signatures the store keeps).
+    check_trust(store, client, req, &image, stored)?;
+    if stored {
+        return Ok(Pulled { image, entry: None });
+    }
     // The layer blobs the store lacks, each verified as it streams in.
     fetch_layers(store, client, r, &image, req.max_parallel, progress)?;
     // A warm start records nothing (no fsync on the way to the payload).
@@ -372,6 +395,152 @@ pub fn pull(
         image,
         entry: Some((key, entry)),
     })
+}
+
+/// The manifests a signature may be for: the one the reference names and, for an index, the
+/// platform's (a signed index pins its manifests by digest).
+fn signed_digests(image: &Image) -> Vec<Digest> {
+    let mut out = vec![image.digest.clone()];
+    if image.manifest != image.digest {
+        out.push(image.manifest.clone());
+    }
+    out
+}
+
+/// The signatures the store keeps for `d` (none if it keeps none).
+fn kept_signatures(store: &Store, d: &Digest) -> Result<Signatures, PullError> {
+    match store.read_signatures(d, trust::signatures_limit())? {
+        None => Ok(Signatures::default()),
+        Some(bytes) => Signatures::from_json(&bytes).map_err(|e| {
+            TrustError::Stored {
+                digest: d.clone(),
+                why: e.to_string(),
+            }
+            .into()
+        }),
+    }
+}
+
+/// The policy's verdict on `image`: from the signatures the store keeps, else (unless
+/// `--pull=never`) from the lookaside and attachments, within the registry budget when the
+/// store holds the image. Signatures that satisfy the policy are kept for the next start.
+fn check_trust(
+    store: &Store,
+    client: &Client,
+    req: &Request,
+    image: &Image,
+    stored: bool,
+) -> Result<(), PullError> {
+    let r = req.reference;
+    let Some((scope, requirements)) = req.trust.requirements(r) else {
+        return Ok(());
+    };
+    let policy = req
+        .trust
+        .policy()
+        .map(|p| p.path.clone())
+        .unwrap_or_default();
+    let digests = signed_digests(image);
+    let judge = |sets: &[Signatures]| {
+        let signed: Vec<(Digest, &Signatures)> = digests.iter().cloned().zip(sets).collect();
+        trust::evaluate(r, policy.clone(), scope.clone(), requirements, &signed)
+    };
+    let needs = requirements.iter().any(Requirement::needs_signatures);
+    let kept = if needs {
+        digests
+            .iter()
+            .map(|d| kept_signatures(store, d))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![Signatures::default(); digests.len()]
+    };
+    let mut verdict = judge(&kept);
+    if !verdict.accepted() && needs && req.policy != PullPolicy::Never {
+        let fresh = fetch_signatures(client, req, &digests, stored)?;
+        verdict = judge(&fresh);
+        if verdict.accepted() {
+            for (d, sigs) in digests.iter().zip(&fresh) {
+                store.put_signatures(d, &sigs.to_json())?;
+            }
+        }
+    }
+    if !verdict.accepted() {
+        return Err(PullError::Refused {
+            verdict: Box::new(verdict),
+            image: Box::new(image.clone()),
+        });
+    }
+    for a in verdict
+        .outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok().and_then(Option::as_ref))
+    {
+        tracing::info!(reference = %r, kind = a.kind, key = %a.key, identity = %a.identity, digest = %a.digest, "signature verified");
+    }
+    Ok(())
+}
+
+/// What the policy in force says of a stored image, from the signatures the store keeps (no
+/// network): for `inspect`. `None` without a policy.
+pub fn stored_verdict(
+    store: &Store,
+    trust: &Trust,
+    reference: &Reference,
+    image: &Image,
+) -> Result<Option<Verdict>, PullError> {
+    let Some((scope, requirements)) = trust.requirements(reference) else {
+        return Ok(None);
+    };
+    let digests = signed_digests(image);
+    let kept = digests
+        .iter()
+        .map(|d| kept_signatures(store, d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let signed: Vec<(Digest, &Signatures)> = digests.iter().cloned().zip(&kept).collect();
+    let policy = trust.policy().map(|p| p.path.clone()).unwrap_or_default();
+    Ok(Some(trust::evaluate(
+        reference,
+        policy,
+        scope,
+        requirements,
+        &signed,
+    )))
+}
+
+/// Each manifest's signatures from where registries.d says they are. One that cannot be read
+/// is an empty set that says why, so the verdict names it.
+fn fetch_signatures(
+    client: &Client,
+    req: &Request,
+    digests: &[Digest],
+    stored: bool,
+) -> Result<Vec<Signatures>, PullError> {
+    let r = req.reference;
+    let sources = req.trust.sources(r)?;
+    let repo = client.repo(r);
+    let one = |d: &Digest| trust::fetch(client, &repo, &sources, r, d);
+    digests
+        .iter()
+        .map(|d| {
+            // With a stored image to fall back on, a dead signature server gets the budget.
+            let fetched = if stored {
+                client.within_budget(|| one(d))
+            } else {
+                one(d)
+            };
+            match fetched {
+                Ok(s) => Ok(s),
+                Err(TrustError::Fetch { location, source }) => Ok(Signatures {
+                    looked: vec![format!(
+                        "{location} (unreadable: {})",
+                        crate::logging::chain(source.as_ref())
+                    )],
+                    ..Signatures::default()
+                }),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .collect()
 }
 
 /// How a reference resolved under the pull policy.

@@ -174,6 +174,19 @@ impl Reference {
         Ok(self)
     }
 
+    /// Neither tag nor digest (only from `parse_exact`).
+    pub fn is_name_only(&self) -> bool {
+        self.tag.is_none() && self.digest.is_none()
+    }
+
+    /// The same reference without its tag (a pin stays).
+    pub fn without_tag(&self) -> Reference {
+        Reference {
+            tag: None,
+            ..self.clone()
+        }
+    }
+
     /// What to ask the registry for: the digest when pinned, else the tag.
     pub fn manifest_ref(&self) -> String {
         match (&self.digest, &self.tag) {
@@ -226,6 +239,16 @@ fn bad(input: &str, part: &'static str, value: &str, why: &'static str) -> Refer
 }
 
 fn parse(input: &str) -> Result<Reference, ReferenceError> {
+    parse_with(input, true)
+}
+
+/// Parses a reference as signatures and policies name images: normalised (`busybox` is
+/// `docker.io/library/busybox`), but with no tag added when none is given.
+pub fn parse_exact(input: &str) -> Result<Reference, ReferenceError> {
+    parse_with(input, false)
+}
+
+fn parse_with(input: &str, default_tag: bool) -> Result<Reference, ReferenceError> {
     if input.is_empty() {
         return Err(ReferenceError::Empty(input.to_string()));
     }
@@ -264,7 +287,8 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
     let tag = match (tag, &digest) {
         (Some(t), _) => Some(t.to_string()),
         (None, Some(_)) => None,
-        (None, None) => Some("latest".to_string()),
+        (None, None) if default_tag => Some("latest".to_string()),
+        (None, None) => None,
     };
     Ok(Reference {
         registry,

@@ -54,9 +54,39 @@ fn stored_platform(store: &Store, r: &Reference, explicit: Option<&str>) -> Resu
         .unwrap_or_else(Platform::host))
 }
 
-pub fn inspect(store: &Store, r: &Reference, platform: Option<&str>) -> Result<()> {
+/// The policy's verdict on a stored image and each signature it checked, as JSON.
+fn signatures_json(
+    verdict: Option<&crate::trust::Verdict>,
+) -> (serde_json::Value, serde_json::Value) {
+    let Some(v) = verdict else {
+        return (serde_json::Value::Null, json!([]));
+    };
+    let mut sigs = Vec::new();
+    for o in &v.outcomes {
+        for c in &o.checks {
+            sigs.push(match &c.result {
+                Ok(a) => json!({"Signature": c.signature, "Requirement": o.requirement, "Kind": a.kind,
+                                "VerifiedBy": a.key, "Identity": a.identity, "Digest": a.digest.to_string()}),
+                Err(why) => json!({"Signature": c.signature, "Requirement": o.requirement, "VerifiedBy": null, "Error": why}),
+            });
+        }
+    }
+    let policy = json!({"Path": v.policy.display().to_string(), "Scope": v.scope.to_string(),
+                        "Accepted": v.accepted(), "Verdict": v.to_string()});
+    (policy, json!(sigs))
+}
+
+pub fn inspect(
+    store: &Store,
+    trust: &crate::trust::Trust,
+    r: &Reference,
+    platform: Option<&str>,
+) -> Result<()> {
     let platform = stored_platform(store, r, platform)?;
     let img = pull::load(store, r, &platform).with_context(|| format!("inspecting {r}"))?;
+    let verdict = pull::stored_verdict(store, trust, r, &img)
+        .with_context(|| format!("checking the signatures of {r}"))?;
+    let (policy, signatures) = signatures_json(verdict.as_ref());
     let layers: Vec<_> = img
         .layers
         .iter()
@@ -85,6 +115,8 @@ pub fn inspect(store: &Store, r: &Reference, platform: Option<&str>) -> Result<(
             "WorkingDir": img.config.working_dir,
         },
         "Layers": layers,
+        "Policy": policy,
+        "Signatures": signatures,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

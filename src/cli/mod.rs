@@ -36,6 +36,13 @@ pub struct Cli {
     /// kernel has no overlayfs). Default: overlay when the kernel has it.
     #[arg(long, global = true, value_enum)]
     pub storage: Option<crate::unpack::Storage>,
+    /// The signature policy (containers-policy.json(5)). Default: /etc/containers/policy.json
+    /// when it exists; with no policy at all, every image is accepted.
+    #[arg(long, global = true, value_name = "FILE", env = "SKIFF_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Where signatures are (containers-registries.d(5)). Default: /etc/containers/registries.d.
+    #[arg(long = "registries.d", global = true, value_name = "DIR")]
+    pub registries_d: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(subcommand)]
@@ -271,6 +278,14 @@ impl RegistryArgs {
 }
 
 impl Cli {
+    /// The signature policy and registries.d, resolved once for this run.
+    pub fn trust(&self) -> Result<crate::trust::Trust> {
+        Ok(crate::trust::Trust::load(
+            self.policy.as_deref(),
+            self.registries_d.as_deref(),
+        )?)
+    }
+
     pub fn storage(&self) -> crate::unpack::Storage {
         self.storage.unwrap_or_else(crate::unpack::Storage::detect)
     }
@@ -289,7 +304,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect { image } => {
             let store = open_store(&cli)?;
             let choice = image.resolve()?;
-            images::inspect(&store, &choice.reference, image.platform.as_deref())
+            images::inspect(
+                &store,
+                &cli.trust()?,
+                &choice.reference,
+                image.platform.as_deref(),
+            )
         }
         Command::Rm { images } => images::remove(&open_store(&cli)?, images),
         Command::Unpack {
@@ -338,6 +358,7 @@ pub fn pull_image(
         platform_explicit: image.platform_explicit,
         policy: args.pull,
         max_parallel: args.max_parallel.max(1),
+        trust: &cli.trust()?,
     };
     let result = crate::images::obtain(store, client, &req, cli.storage(), &reporter);
     reporter.done();

@@ -75,6 +75,8 @@ pub enum RegistryError {
     },
     #[error("every endpoint failed for {what}: {}", .errors.join("; "))]
     AllEndpoints { what: String, errors: Vec<String> },
+    #[error("{url} is not a URL skiff can fetch: {why}")]
+    BadUrl { url: String, why: String },
     #[error("GET {url}: no answer within the registry budget of {budget:?} (--registry-timeout)")]
     OutOfTime { url: String, budget: Duration },
 }
@@ -387,6 +389,48 @@ impl Client {
                 Step::Wait(wait) => std::thread::sleep(wait),
             }
             attempt += 1;
+        }
+    }
+
+    /// GETs a URL outside the Distribution API (a signature lookaside), bounded by `limit`
+    /// and, under `within_budget`, by the budget: `None` when it is not there (404). No
+    /// credentials are sent: a lookaside is not the registry.
+    pub fn get_url(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, RegistryError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| RegistryError::BadUrl {
+            url: url.to_string(),
+            why: e.to_string(),
+        })?;
+        let host = match (parsed.host_str(), parsed.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, _) => {
+                return Err(RegistryError::BadUrl {
+                    url: url.to_string(),
+                    why: "no host".into(),
+                })
+            }
+        };
+        let http = self.http(&host, self.opts.budget.min(CONNECT_TIMEOUT))?;
+        let mut req = http.get(parsed);
+        if let Some(d) = self.lock().deadline {
+            let remaining = d.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(self.out_of_time(url.to_string()));
+            }
+            req = req.timeout(remaining);
+        }
+        let resp = req.send().map_err(|source| RegistryError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => read_bounded(resp, limit, url).map(Some),
+            status => Err(RegistryError::Status {
+                url: url.to_string(),
+                status,
+                body: error_excerpt(resp),
+            }),
         }
     }
 

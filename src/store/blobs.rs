@@ -125,6 +125,8 @@ impl Store {
     /// Removes one blob (for `rm`/`gc`/`verify --repair`).
     pub fn remove_blob(&self, d: &Digest) -> Result<(), StoreError> {
         let p = self.blob_path(d);
+        // A manifest's signatures mean nothing without it.
+        self.remove_signatures(d)?;
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -5,11 +5,13 @@
 //! - `ingest/<hex>.partial`, `ingest/<hex>.lock`: downloads in progress, resumable
 //! - `index.json` (+ `index.lock`): references → manifest digests, with when they were resolved
 //! - `layers/`, `tmp/`: unpacked layers and their staging area (see `unpack`)
+//! - `signatures/sha256/<hex>`: the verified signatures of a manifest, re-checked at every start
 
 mod blobs;
 mod gc;
 mod index;
 pub mod lease;
+mod signatures;
 mod tree;
 
 use std::fs::{self, File, OpenOptions};

@@ -7,6 +7,7 @@ pub mod image;
 pub mod pki;
 pub mod proxy;
 pub mod registry;
+pub mod sign;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,207 @@
+//! GPG simple signing: an OpenPGP signed message (as `gpg --sign` and `skopeo --sign-by` write
+//! it: usually compressed, one-pass signed, literal data) whose literal data is the payload.
+//! rPGP does the cryptography; this module decides which key may have made it.
+
+use std::io::Read;
+
+use pgp::composed::{Deserializable, Message, SignedPublicKey};
+use pgp::types::KeyDetails;
+use thiserror::Error;
+
+use super::payload::MAX_PAYLOAD_BYTES;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum GpgError {
+    #[error("not an OpenPGP signed message: {0}")]
+    Malformed(String),
+    #[error("the OpenPGP message is not signed")]
+    NotSigned,
+    #[error("the signed data is larger than {MAX_PAYLOAD_BYTES} bytes")]
+    TooLarge,
+    #[error("signed by key {issuer}, which the policy does not trust")]
+    Untrusted { issuer: String },
+    #[error("bad signature: it names key {key}, but does not verify with it ({why})")]
+    Bad { key: String, why: String },
+    #[error("no OpenPGP public key in {what}: {why}")]
+    Keyring { what: String, why: String },
+}
+
+/// Trusted public keys (a keyring file may hold several).
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    keys: Vec<SignedPublicKey>,
+}
+
+/// A signature that verified: the payload it signs and the primary key that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub payload: Vec<u8>,
+    /// The primary key's fingerprint, upper-case hex, as gpg prints it.
+    pub key: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn is_armored(bytes: &[u8]) -> bool {
+    bytes.trim_ascii_start().starts_with(b"-----BEGIN PGP")
+}
+
+impl Keyring {
+    /// Reads keys, armored or binary (`gpg --export [--armor]`); `what` names the source.
+    /// Keys whose self-signatures or subkey bindings do not verify are refused.
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Keyring, GpgError> {
+        let bad = |why: String| GpgError::Keyring {
+            what: what.to_string(),
+            why,
+        };
+        let keys: Vec<_> = if is_armored(bytes) {
+            let (keys, _) =
+                SignedPublicKey::from_armor_many(bytes).map_err(|e| bad(e.to_string()))?;
+            keys.collect::<Result<_, _>>()
+                .map_err(|e| bad(e.to_string()))?
+        } else {
+            SignedPublicKey::from_bytes_many(bytes)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(e.to_string()))?
+        };
+        if keys.is_empty() {
+            return Err(bad("the file holds no key".into()));
+        }
+        for k in &keys {
+            k.verify_bindings().map_err(|e| {
+                bad(format!(
+                    "key {}: its self-signatures do not verify: {e}",
+                    hex(k.fingerprint().as_bytes())
+                ))
+            })?;
+        }
+        Ok(Keyring { keys })
+    }
+
+    /// Adds another keyring's keys.
+    pub fn extend(&mut self, other: Keyring) {
+        self.keys.extend(other.keys);
+    }
+
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| hex(k.fingerprint().as_bytes()))
+            .collect()
+    }
+}
+
+/// Verifies a simple-signing signature against `keyring`: the payload and the key that made it.
+pub fn verify(signature: &[u8], keyring: &Keyring) -> Result<Verified, GpgError> {
+    let malformed = |e: &dyn std::fmt::Display| GpgError::Malformed(e.to_string());
+    let msg = if is_armored(signature) {
+        Message::from_armor(signature).map_err(|e| malformed(&e))?.0
+    } else {
+        Message::from_bytes(signature).map_err(|e| malformed(&e))?
+    };
+    let mut msg = if msg.is_compressed() {
+        msg.decompress().map_err(|e| malformed(&e))?
+    } else {
+        msg
+    };
+    if !msg.is_signed() {
+        return Err(GpgError::NotSigned);
+    }
+    // Bounded: a small signature may decompress to a great deal.
+    let mut payload = Vec::new();
+    (&mut msg)
+        .take(MAX_PAYLOAD_BYTES + 1)
+        .read_to_end(&mut payload)
+        .map_err(|e| malformed(&e))?;
+    if payload.len() as u64 > MAX_PAYLOAD_BYTES {
+        return Err(GpgError::TooLarge);
+    }
+    let (ids, fprs) = match &msg {
+        Message::Signed { reader, .. } => match reader.signature(0) {
+            Some(sig) => (
+                sig.issuer_key_id()
+                    .iter()
+                    .map(|k| hex(k.as_ref()))
+                    .collect::<Vec<_>>(),
+                sig.issuer_fingerprint()
+                    .iter()
+                    .map(|f| hex(f.as_bytes()))
+                    .collect::<Vec<_>>(),
+            ),
+            None => return Err(malformed(&"no signature packet after the data")),
+        },
+        _ => return Err(GpgError::NotSigned),
+    };
+    let names = |fpr: &str, id: &str| fprs.iter().any(|f| f == fpr) || ids.iter().any(|i| i == id);
+    let mut named = None;
+    for key in &keyring.keys {
+        let primary = hex(key.fingerprint().as_bytes());
+        let candidates = std::iter::once((
+            hex(key.fingerprint().as_bytes()),
+            hex(key.legacy_key_id().as_ref()),
+            msg.verify(key),
+        ))
+        .chain(key.public_subkeys.iter().map(|s| {
+            (
+                hex(s.fingerprint().as_bytes()),
+                hex(s.legacy_key_id().as_ref()),
+                s.verify_bindings(&key.primary_key)
+                    .and_then(|()| msg.verify(s)),
+            )
+        }));
+        for (fpr, id, result) in candidates {
+            if !names(&fpr, &id) {
+                continue;
+            }
+            match result {
+                Ok(_) => {
+                    return Ok(Verified {
+                        payload,
+                        key: primary,
+                    })
+                }
+                Err(e) => named = Some((fpr, e.to_string())),
+            }
+        }
+    }
+    Err(match named {
+        Some((key, why)) => GpgError::Bad { key, why },
+        None => GpgError::Untrusted {
+            issuer: fprs
+                .first()
+                .or(ids.first())
+                .cloned()
+                .unwrap_or_else(|| "(unnamed)".into()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        let ring = Keyring { keys: vec![] };
+        for input in [
+            &b""[..],
+            b"\x00",
+            b"\xa3\x01",
+            b"\x90\x0d\x03\x00",
+            b"-----BEGIN PGP MESSAGE-----\n\n=AAAA\n-----END PGP MESSAGE-----\n",
+            &[0xffu8; 64],
+        ] {
+            assert!(verify(input, &ring).is_err(), "{input:?}");
+        }
+        for input in [
+            &b""[..],
+            b"\x99\x00\x01",
+            b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n-----END PGP PUBLIC KEY BLOCK-----\n",
+        ] {
+            assert!(Keyring::parse(input, "test").is_err(), "{input:?}");
+        }
+    }
+}
