@@ -5,6 +5,10 @@ use common::*;
 use sha2::{Digest as _, Sha512};
 
 fn generate(env: &Env) -> (std::path::PathBuf, String) {
+    generate_with(env, &[])
+}
+
+fn generate_with(env: &Env, extra: &[&str]) -> (std::path::PathBuf, String) {
     let bin = env.path().join("skiff-bin");
     std::fs::write(&bin, b"not really a binary").unwrap();
     let out = env.path().join("out");
@@ -22,6 +26,7 @@ fn generate(env: &Env) -> (std::path::PathBuf, String) {
             out.to_str().unwrap(),
         ])
         .args(["--units", concat!(env!("CARGO_MANIFEST_DIR"), "/units")])
+        .args(extra)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -95,6 +100,87 @@ fn ignition_configs_install_skiff_units_user_tmpfiles_and_polkit() {
             && bu.contains("- name: fleet.socket")
             && bu.contains("ExecStart=/opt/bin/skiff run --profile etcd")
     );
+}
+
+#[test]
+fn ignition_configs_can_install_a_signature_policy_and_its_keys() {
+    let env = Env::new();
+    let policy = env.path().join("policy.json");
+    let text = r#"{"default":[{"type":"reject"}],"transports":{"docker":{"quay.io/coreos":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/etc/pki/containers/coreos.gpg"}]}}}"#;
+    std::fs::write(&policy, text).unwrap();
+    let key = env.path().join("coreos.gpg");
+    let key_bytes = [0x99u8, 0x01, 0x0d, 0xff, 0x00, 0x0a];
+    std::fs::write(&key, key_bytes).unwrap();
+    let rd = env.path().join("coreos.yaml");
+    std::fs::write(
+        &rd,
+        "docker:\n  quay.io/coreos:\n    lookaside: https://sigs.example/coreos\n",
+    )
+    .unwrap();
+    let (out, _) = generate_with(
+        &env,
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--registries-d",
+            rd.to_str().unwrap(),
+        ],
+    );
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| {
+        format!(
+            "data:;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(b)
+        )
+    };
+    for file in ["container-linux.ign", "flatcar.ign"] {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(file)).unwrap()).unwrap();
+        let files = v["storage"]["files"].as_array().unwrap();
+        let source = |path: &str| {
+            files
+                .iter()
+                .find(|f| f["path"] == path)
+                .unwrap_or_else(|| panic!("{file}: {path}"))["contents"]["source"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(source("/etc/containers/policy.json"), b64(text.as_bytes()));
+        assert_eq!(
+            source("/etc/pki/containers/coreos.gpg"),
+            b64(&key_bytes),
+            "binary keys survive"
+        );
+        assert!(source("/etc/containers/registries.d/coreos.yaml").starts_with("data:;base64,"));
+    }
+    let bu = std::fs::read_to_string(out.join("flatcar.bu")).unwrap();
+    assert!(bu.contains("- path: /etc/containers/policy.json") && bu.contains(&b64(&key_bytes)));
+    // The policy installed is one skiff reads.
+    skiff::trust::Policy::load(&policy).unwrap();
+    // A policy that is not JSON is refused before it reaches a host.
+    std::fs::write(&policy, "{not json").unwrap();
+    let o = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/packaging/mkignition.py"
+        ))
+        .args([
+            "--binary",
+            policy.to_str().unwrap(),
+            "--url",
+            "https://x",
+            "--out",
+            out.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+        ])
+        .args(["--units", concat!(env!("CARGO_MANIFEST_DIR"), "/units")])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
 }
 
 #[test]

@@ -640,3 +640,81 @@ fn hostile_signatures_and_policies_are_refused_and_nothing_is_kept() {
         .unwrap();
     assert!(fails(out).contains("larger than"));
 }
+
+#[test]
+fn profiles_work_unchanged_under_a_policy() {
+    let mut w = World::new();
+    let host = w.reg.host();
+    w.publish("coreos/etcd", Some(&w.rsa), None);
+    w.publish("coreos/fleet", None, None);
+    let policy = w.policy(
+        "policy.json",
+        &format!(
+            r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{host}/coreos":[{{"type":"signedBy","keyType":"GPGKeys","keyPath":"{}"}}]}}}}}}"#,
+            w.key_file(&w.rsa).display()
+        ),
+    );
+    let rd = registries_d(
+        &w.env.path().join("file.d"),
+        &format!("file://{}", w.lookaside.display()),
+        false,
+    );
+    let data = w.env.path().join("etcd-data");
+    let ssl = w.env.path().join("ssl");
+    std::fs::create_dir_all(&ssl).unwrap();
+    let skiff = |args: &[&str], image: Option<&str>| {
+        let mut all = vec![
+            "--policy",
+            policy.to_str().unwrap(),
+            "--registries.d",
+            rd.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        let mut c = w.env.skiff_cmd(&all);
+        c.env("ETCD_IMAGE_URL", format!("docker://{host}/coreos/etcd"))
+            .env("ETCD_IMAGE_TAG", "v1")
+            .env("ETCD_USER", "0")
+            .env("ETCD_DATA_DIR", &data)
+            .env("ETCD_SSL_DIR", &ssl)
+            .env("FLEET_IMAGE_URL", format!("docker://{host}/coreos/fleet"))
+            .env("FLEET_IMAGE_TAG", "v1");
+        if let Some(i) = image {
+            c.env("ETCD_IMAGE", i);
+        }
+        c.output().unwrap()
+    };
+    let out = skiff(
+        &[
+            "run",
+            "--profile",
+            "etcd",
+            "--exec",
+            "/bin/sh",
+            "--",
+            "-c",
+            "echo signed etcd",
+        ],
+        None,
+    );
+    assert_eq!(ok(out).trim(), "signed etcd");
+    let pinned = ok(skiff(&["pin", "--profile", "etcd"], None));
+    assert_eq!(pinned.trim(), format!("{host}/coreos/etcd@{}", w.digest));
+    // An unsigned profile image is refused like any other.
+    let err = fails(skiff(
+        &["run", "--profile", "fleet", "--exec", "/bin/true"],
+        None,
+    ));
+    assert!(
+        err.contains("refuses")
+            && err.contains("coreos/fleet:v1")
+            && err.contains("no signature found"),
+        "{err}"
+    );
+    // The pinned reference starts offline: its repository is what the signature names.
+    w.reg.stop();
+    let out = skiff(
+        &["run", "--profile", "etcd", "--exec", "/bin/true"],
+        Some(pinned.trim()),
+    );
+    ok(out);
+}

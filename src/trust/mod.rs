@@ -22,10 +22,13 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use cosign::{CosignError, SIGNATURE_ANNOTATION, SIGNATURE_MEDIA_TYPE};
+pub use cosign::{
+    verify as verify_cosign, CosignError, Key as CosignKey, SIGNATURE_ANNOTATION,
+    SIGNATURE_MEDIA_TYPE,
+};
 pub use evaluate::{evaluate, Accepted, Check, Outcome, Verdict};
 pub use fetch::fetch;
-pub use gpg::{GpgError, Keyring};
+pub use gpg::{verify as verify_gpg, GpgError, Keyring, Verified};
 pub use identity::IdentityRule;
 pub use payload::{parse as parse_payload, Claim, COSIGN, SIMPLE_SIGNING};
 pub use policy::{Keys, Policy, Requirement, Scope, DEFAULT_POLICY};
