@@ -407,17 +407,15 @@ fn signed_digests(image: &Image) -> Vec<Digest> {
     out
 }
 
-/// The signatures the store keeps for `d` (none if it keeps none).
+/// The signatures the store keeps for `d` (none if it keeps none). A damaged file counts as
+/// none, so the signature sources are asked again and their answer replaces it.
 fn kept_signatures(store: &Store, d: &Digest) -> Result<Signatures, PullError> {
     match store.read_signatures(d, trust::signatures_limit())? {
         None => Ok(Signatures::default()),
-        Some(bytes) => Signatures::from_json(&bytes).map_err(|e| {
-            TrustError::Stored {
-                digest: d.clone(),
-                why: e.to_string(),
-            }
-            .into()
-        }),
+        Some(bytes) => Ok(Signatures::from_json(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(digest = %d, error = %e, "the signatures kept in the store are damaged; ignoring them");
+            Signatures::default()
+        })),
     }
 }
 
@@ -456,10 +454,12 @@ fn check_trust(
     };
     let mut verdict = judge(&kept);
     if !verdict.accepted() && needs && req.policy != PullPolicy::Never {
-        let fresh = fetch_signatures(client, req, &digests, stored)?;
+        // With every layer at hand, the store could serve: the sources get the budget.
+        let could_serve = stored || image.layers.iter().all(|l| store.has_blob(&l.blob.digest));
+        let fresh = fetch_signatures(client, req, &digests, could_serve)?;
         verdict = judge(&fresh);
         if verdict.accepted() {
-            for (d, sigs) in digests.iter().zip(&fresh) {
+            for (d, sigs) in digests.iter().zip(&fresh).filter(|(_, s)| !s.is_empty()) {
                 store.put_signatures(d, &sigs.to_json())?;
             }
         }
@@ -513,7 +513,7 @@ fn fetch_signatures(
     client: &Client,
     req: &Request,
     digests: &[Digest],
-    stored: bool,
+    budgeted: bool,
 ) -> Result<Vec<Signatures>, PullError> {
     let r = req.reference;
     let sources = req.trust.sources(r)?;
@@ -522,8 +522,7 @@ fn fetch_signatures(
     digests
         .iter()
         .map(|d| {
-            // With a stored image to fall back on, a dead signature server gets the budget.
-            let fetched = if stored {
+            let fetched = if budgeted {
                 client.within_budget(|| one(d))
             } else {
                 one(d)

@@ -205,6 +205,9 @@ fn assert_nothing_kept(root: &Path, what: &str) {
 fn gpg_verdicts_match_skopeo() {
     let w = World::new();
     let host = w.reg.host();
+    // Trusted keys that stop being usable after signing: one expires, one is revoked.
+    let expiring = w.gpg.gen_key("RSA", "expiring");
+    let revoked = w.gpg.gen_key("RSA", "revoked");
     // (repo, signing key, signed identity, tamper, expected, what skiff must say)
     let rows: &[GpgRow] = &[
         ("ns/trusted-rsa", Some(&w.rsa), None, false, true, ""),
@@ -262,16 +265,34 @@ fn gpg_verdicts_match_skopeo() {
             std::fs::write(&f, bytes).unwrap();
         }
     }
+    run_ok(
+        w.gpg
+            .cmd("gpg")
+            .args(["--batch", "--quick-set-expire", &expiring, "seconds=1"]),
+    );
+    let cert = std::fs::read_to_string(w.gpg.home.join(format!("openpgp-revocs.d/{revoked}.rev")))
+        .unwrap();
+    let cert_file = w.env.path().join("revoke.asc");
+    std::fs::write(&cert_file, cert.replace(":-----BEGIN", "-----BEGIN")).unwrap();
+    run_ok(
+        w.gpg
+            .cmd("gpg")
+            .args(["--batch", "--import"])
+            .arg(&cert_file),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let policy = w.policy(
         "policy.json",
         &format!(
             r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{
-                "{host}/ns":[{{"type":"signedBy","keyType":"GPGKeys","keyPaths":["{}","{}","{}"]}}],
+                "{host}/ns":[{{"type":"signedBy","keyType":"GPGKeys","keyPaths":["{}","{}","{}","{}","{}"]}}],
                 "{host}/ns/open":[{{"type":"insecureAcceptAnything"}}],
                 "{host}/ns/closed":[{{"type":"reject"}}]}}}}}}"#,
             w.key_file(&w.rsa).display(),
             w.key_file(&w.ed).display(),
-            w.key_file(&w.ec).display()
+            w.key_file(&w.ec).display(),
+            w.key_file(&expiring).display(),
+            w.key_file(&revoked).display()
         ),
     );
     let server = FileServer::start(&w.lookaside);
@@ -639,6 +660,30 @@ fn hostile_signatures_and_policies_are_refused_and_nothing_is_kept() {
         .output()
         .unwrap();
     assert!(fails(out).contains("larger than"));
+
+    // Damaged kept signatures are ignored (with a warning) and fetched again.
+    let kept = root.join(format!(
+        "signatures/sha256/{}",
+        w.digest.trim_start_matches("sha256:")
+    ));
+    std::fs::write(&kept, b"{\"simple\": [garbage").unwrap();
+    let args = [
+        "--policy",
+        policy.to_str().unwrap(),
+        "--registries.d",
+        rd.to_str().unwrap(),
+        "run",
+    ];
+    let mut run = w.skiff_at(&root, &args);
+    let out = run
+        .args([&w.image("ns/good"), "--", "-c", "echo healed"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(ok(out).trim(), "healed");
+    assert!(err.contains("damaged"), "{err}");
+    let healed = std::fs::read(&kept).unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&healed).is_ok());
 }
 
 #[test]

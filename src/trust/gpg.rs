@@ -22,6 +22,8 @@ pub enum GpgError {
     Untrusted { issuer: String },
     #[error("bad signature: it names key {key}, but does not verify with it ({why})")]
     Bad { key: String, why: String },
+    #[error("signed by key {key}, which {why}")]
+    Unusable { key: String, why: String },
     #[error("no OpenPGP public key in {what}: {why}")]
     Keyring { what: String, why: String },
 }
@@ -94,6 +96,25 @@ impl Keyring {
     }
 }
 
+/// Why a key may vouch for nothing now, as gpg judges it: revoked, or expired by today's date
+/// (whenever the signature was made).
+fn unusable(key: &SignedPublicKey, now: u64) -> Option<String> {
+    if !key.details.revocation_signatures.is_empty() {
+        return Some("is revoked".into());
+    }
+    // The newest self-signature says when the key expires (if it says nothing, it does not).
+    let latest = key
+        .details
+        .users
+        .iter()
+        .flat_map(|u| &u.signatures)
+        .chain(&key.details.direct_signatures)
+        .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))?;
+    let secs = u64::from(latest.key_expiration_time()?.as_secs());
+    let expiry = u64::from(key.created_at().as_secs()) + secs;
+    (secs > 0 && now >= expiry).then(|| format!("expired at {}", crate::logging::rfc3339(expiry)))
+}
+
 /// Verifies a simple-signing signature against `keyring`: the payload and the key that made it.
 pub fn verify(signature: &[u8], keyring: &Keyring) -> Result<Verified, GpgError> {
     let malformed = |e: &dyn std::fmt::Display| GpgError::Malformed(e.to_string());
@@ -158,10 +179,13 @@ pub fn verify(signature: &[u8], keyring: &Keyring) -> Result<Verified, GpgError>
             }
             match result {
                 Ok(_) => {
+                    if let Some(why) = unusable(key, crate::logging::now()) {
+                        return Err(GpgError::Unusable { key: primary, why });
+                    }
                     return Ok(Verified {
                         payload,
                         key: primary,
-                    })
+                    });
                 }
                 Err(e) => named = Some((fpr, e.to_string())),
             }

@@ -65,11 +65,6 @@ pub enum TrustError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("the signatures kept in the store for {digest} are damaged: {why}")]
-    Stored {
-        digest: crate::reference::Digest,
-        why: String,
-    },
 }
 
 /// The most bytes of kept signatures the store reads back for one manifest.

@@ -120,7 +120,18 @@ impl Env {
 
     fn skiff_cmd_via(&self, mut c: Command, args: &[&str]) -> Command {
         c.arg("--root").arg(&self.root).args(args);
+        // The host's /etc/containers/policy.json is not the test's: every test runs under an
+        // accept-all policy of its own unless it passes --policy.
+        let policy = self.path().join("accept-all-policy.json");
+        if !policy.exists() {
+            std::fs::write(
+                &policy,
+                r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+            )
+            .unwrap();
+        }
         c.env_remove("REGISTRY_AUTH_FILE")
+            .env("SKIFF_POLICY", &policy)
             .env("HOME", self.path())
             .env("XDG_RUNTIME_DIR", self.path().join("xdg-run"))
             .env("SKIFF_LOG", "info");
