@@ -8,27 +8,33 @@ fn generate(env: &Env) -> (std::path::PathBuf, String) {
     generate_with(env, &[])
 }
 
-fn generate_with(env: &Env, extra: &[&str]) -> (std::path::PathBuf, String) {
-    let bin = env.path().join("skiff-bin");
-    std::fs::write(&bin, b"not really a binary").unwrap();
-    let out = env.path().join("out");
-    let o = std::process::Command::new("python3")
+/// Runs packaging/mkignition.py over units/ with `args`.
+fn mkignition(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/packaging/mkignition.py"
         ))
-        .args([
-            "--binary",
-            bin.to_str().unwrap(),
-            "--url",
-            "https://releases.example/skiff",
-            "--out",
-            out.to_str().unwrap(),
-        ])
+        .args(args)
         .args(["--units", concat!(env!("CARGO_MANIFEST_DIR"), "/units")])
-        .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn generate_with(env: &Env, extra: &[&str]) -> (std::path::PathBuf, String) {
+    let bin = env.path().join("skiff-bin");
+    std::fs::write(&bin, b"not really a binary").unwrap();
+    let out = env.path().join("out");
+    let mut args = vec![
+        "--binary",
+        bin.to_str().unwrap(),
+        "--url",
+        "https://releases.example/skiff",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = mkignition(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     (
         out,
@@ -162,24 +168,16 @@ fn ignition_configs_can_install_a_signature_policy_and_its_keys() {
     skiff::trust::Policy::load(&policy).unwrap();
     // A policy that is not JSON is refused before it reaches a host.
     std::fs::write(&policy, "{not json").unwrap();
-    let o = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/packaging/mkignition.py"
-        ))
-        .args([
-            "--binary",
-            policy.to_str().unwrap(),
-            "--url",
-            "https://x",
-            "--out",
-            out.to_str().unwrap(),
-            "--policy",
-            policy.to_str().unwrap(),
-        ])
-        .args(["--units", concat!(env!("CARGO_MANIFEST_DIR"), "/units")])
-        .output()
-        .unwrap();
+    let o = mkignition(&[
+        "--binary",
+        policy.to_str().unwrap(),
+        "--url",
+        "https://x",
+        "--out",
+        out.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
 }
 

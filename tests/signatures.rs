@@ -138,18 +138,6 @@ impl World {
         (out.status.success(), stderr(&out))
     }
 
-    /// skiff with a store of its own at `root`.
-    fn skiff_at(&self, root: &Path, args: &[&str]) -> Command {
-        let mut all = vec!["--root", root.to_str().unwrap()];
-        all.extend_from_slice(args);
-        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        c.args(all)
-            .env("HOME", self.env.path())
-            .env("SKIFF_LOG", "info")
-            .env_remove("REGISTRY_AUTH_FILE");
-        c
-    }
-
     /// skiff's verdict: whether `pull` into a fresh store succeeds; with its stderr and store.
     fn skiff_accepts(
         &self,
@@ -159,22 +147,35 @@ impl World {
         tag: &str,
     ) -> (bool, String, PathBuf) {
         let root = self.env.path().join(format!("store-{tag}"));
-        let out = self
-            .skiff_at(
-                &root,
-                &[
-                    "--policy",
-                    policy.to_str().unwrap(),
-                    "--registries.d",
-                    rd.to_str().unwrap(),
-                    "pull",
-                    image,
-                ],
-            )
+        let out = skiff_under(&self.env, &root, policy, rd, &["pull", image])
             .output()
             .unwrap();
         (out.status.success(), stderr(&out), root)
     }
+}
+
+/// skiff with a store of its own at `root`.
+fn skiff_at(env: &Env, root: &Path, args: &[&str]) -> Command {
+    let mut all = vec!["--root", root.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
+    c.args(all)
+        .env("HOME", env.path())
+        .env("SKIFF_LOG", "info")
+        .env_remove("REGISTRY_AUTH_FILE");
+    c
+}
+
+/// skiff with its own store at `root`, under `policy` and the registries.d `rd`.
+fn skiff_under(env: &Env, root: &Path, policy: &Path, rd: &Path, args: &[&str]) -> Command {
+    let mut all = vec![
+        "--policy",
+        policy.to_str().unwrap(),
+        "--registries.d",
+        rd.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    skiff_at(env, root, &all)
 }
 
 /// (repo, signing key, signed identity, tamper, expected verdict, what skiff must say)
@@ -327,18 +328,18 @@ fn gpg_verdicts_match_skopeo() {
     }
     // The signature verdicts name the key that verified them.
     let root = w.env.path().join("store-0-0");
-    let out = ok(w
-        .skiff_at(
-            &root,
-            &[
-                "--policy",
-                policy.to_str().unwrap(),
-                "inspect",
-                &w.image("ns/trusted-rsa"),
-            ],
-        )
-        .output()
-        .unwrap());
+    let out = ok(skiff_at(
+        &w.env,
+        &root,
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "inspect",
+            &w.image("ns/trusted-rsa"),
+        ],
+    )
+    .output()
+    .unwrap());
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["Policy"]["Accepted"], true, "{out}");
     assert_eq!(v["Signatures"][0]["VerifiedBy"], w.rsa.as_str(), "{out}");
@@ -474,14 +475,9 @@ fn offline_starts_re_verify_against_todays_policy() {
     let p_other = trusting("other.json", &w.other);
     let image = w.image("ns/app");
     let skiff = |policy: &Path, args: &[&str]| {
-        let mut all = vec![
-            "--policy",
-            policy.to_str().unwrap(),
-            "--registries.d",
-            rd.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        w.env.skiff(&all)
+        skiff_under(&w.env, &w.env.root, policy, &rd, args)
+            .output()
+            .unwrap()
     };
     ok(skiff(&p_rsa, &["pull", &image]));
     // The registry and the lookaside server go away, as on a host that rebooted offline.
@@ -630,33 +626,11 @@ fn hostile_signatures_and_policies_are_refused_and_nothing_is_kept() {
 
     // After all that, the same store pulls a good image (the next command works), and
     // `skiff pin` prints a digest only for what the policy accepts.
-    let out = w
-        .skiff_at(
-            &root,
-            &[
-                "--policy",
-                policy.to_str().unwrap(),
-                "--registries.d",
-                rd.to_str().unwrap(),
-                "pin",
-                &w.image("ns/good"),
-            ],
-        )
+    let out = skiff_under(&w.env, &root, &policy, &rd, &["pin", &w.image("ns/good")])
         .output()
         .unwrap();
     assert!(ok(out).contains(&w.digest));
-    let out = w
-        .skiff_at(
-            &root,
-            &[
-                "--policy",
-                policy.to_str().unwrap(),
-                "--registries.d",
-                rd.to_str().unwrap(),
-                "pin",
-                &w.image("ns/huge"),
-            ],
-        )
+    let out = skiff_under(&w.env, &root, &policy, &rd, &["pin", &w.image("ns/huge")])
         .output()
         .unwrap();
     assert!(fails(out).contains("larger than"));
@@ -667,18 +641,16 @@ fn hostile_signatures_and_policies_are_refused_and_nothing_is_kept() {
         w.digest.trim_start_matches("sha256:")
     ));
     std::fs::write(&kept, b"{\"simple\": [garbage").unwrap();
-    let args = [
-        "--policy",
-        policy.to_str().unwrap(),
-        "--registries.d",
-        rd.to_str().unwrap(),
-        "run",
-    ];
-    let mut run = w.skiff_at(&root, &args);
-    let out = run
-        .args([&w.image("ns/good"), "--", "-c", "echo healed"])
-        .output()
-        .unwrap();
+    let image = w.image("ns/good");
+    let out = skiff_under(
+        &w.env,
+        &root,
+        &policy,
+        &rd,
+        &["run", &image, "--", "-c", "echo healed"],
+    )
+    .output()
+    .unwrap();
     let err = stderr(&out);
     assert_eq!(ok(out).trim(), "healed");
     assert!(err.contains("damaged"), "{err}");
@@ -708,14 +680,7 @@ fn profiles_work_unchanged_under_a_policy() {
     let ssl = w.env.path().join("ssl");
     std::fs::create_dir_all(&ssl).unwrap();
     let skiff = |args: &[&str], image: Option<&str>| {
-        let mut all = vec![
-            "--policy",
-            policy.to_str().unwrap(),
-            "--registries.d",
-            rd.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        let mut c = w.env.skiff_cmd(&all);
+        let mut c = skiff_under(&w.env, &w.env.root, &policy, &rd, args);
         c.env("ETCD_IMAGE_URL", format!("docker://{host}/coreos/etcd"))
             .env("ETCD_IMAGE_TAG", "v1")
             .env("ETCD_USER", "0")
