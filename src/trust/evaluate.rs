@@ -318,3 +318,139 @@ fn cosign_requirement(
         why
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(reqs: &[Requirement], signed: &[(Digest, &Signatures)]) -> Verdict {
+        let image: Reference = "reg.lan/ns/app:v1".parse().unwrap();
+        evaluate(
+            &image,
+            "/p.json".into(),
+            Scope::Docker("reg.lan/ns".into()),
+            reqs,
+            signed,
+        )
+    }
+
+    #[test]
+    fn every_requirement_must_hold_and_each_failure_says_why() {
+        let d = Digest::of(b"manifest");
+        let none = Signatures {
+            looked: vec!["file:///sigs/ns/app@sha256=…/signature-1".into()],
+            ..Signatures::default()
+        };
+        let ok = verdict(
+            &[Requirement::InsecureAcceptAnything],
+            &[(d.clone(), &none)],
+        );
+        assert!(ok.accepted());
+        assert!(ok.to_string().contains("accepts reg.lan/ns/app:v1"), "{ok}");
+        let gpg = Requirement::SignedBy {
+            keys: Keys::Paths(vec!["/nonexistent/key.gpg".into()]),
+            identity: IdentityRule::MatchRepoDigestOrExact,
+        };
+        let cosign = Requirement::SigstoreSigned {
+            keys: Keys::Data(vec![b"not a key".to_vec()]),
+            identity: IdentityRule::MatchRepoDigestOrExact,
+        };
+        let v = verdict(
+            &[
+                Requirement::InsecureAcceptAnything,
+                Requirement::Reject,
+                gpg,
+                cosign,
+            ],
+            &[(d.clone(), &none)],
+        );
+        assert!(!v.accepted());
+        let text = v.to_string();
+        assert!(text.starts_with("the policy /p.json refuses reg.lan/ns/app:v1 (scope transports.docker[\"reg.lan/ns\"])"), "{text}");
+        assert!(
+            text.contains("reject: the policy rejects every image"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cannot read the key file /nonexistent/key.gpg"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keyData 1 is not a PEM ECDSA P-256 public key"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("insecureAcceptAnything"),
+            "only failures are listed: {text}"
+        );
+    }
+
+    #[test]
+    fn a_cosign_signature_is_checked_for_digest_and_identity() {
+        // The key and a signature over `payload` below were made with openssl.
+        use super::super::signatures::{Attachment, B64};
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        let att = |payload: &[u8], sig: &str| Attachment {
+            media_type: SIGNATURE_MEDIA_TYPE.into(),
+            payload: B64(payload.to_vec()),
+            annotations: [(SIGNATURE_ANNOTATION.to_string(), sig.to_string())].into(),
+        };
+        // Not a payload at all, signed: the signature verifies, the claim does not parse.
+        let sigs = Signatures {
+            sigstore: vec![att(b"payload", "MEUCIBpJdvBLHNXHdt8A5aDvuCRRTYLfjnZ8Ggn/SkYGh5IMAiEA8+H/BHMpVa4MqtPKZcgkhd80WaGSeP1h0n/vMu43INw=")],
+            ..Signatures::default()
+        };
+        let pem = b"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEsCGLum1V7UcNLLqHdST2me/JSV6A\nvrHn+EVdhbOmrnEsj2MRmRUQrQbWk0WKPFLNRQNenHJjy15ccq8ubwUyVw==\n-----END PUBLIC KEY-----\n";
+        let req = Requirement::SigstoreSigned {
+            keys: Keys::Data(vec![pem.to_vec()]),
+            identity: IdentityRule::MatchRepoDigestOrExact,
+        };
+        let v = verdict(std::slice::from_ref(&req), &[(d.clone(), &sigs)]);
+        let text = v.to_string();
+        assert!(
+            !v.accepted()
+                && text.contains("cosign attachment 1")
+                && text.contains("not valid JSON"),
+            "{text}"
+        );
+        // A check against a claim: another digest, then another identity.
+        let image: Reference = "reg.lan/ns/app:v1".parse().unwrap();
+        let claim = |digest: &Digest, reference: &str| payload::Claim {
+            digest: digest.clone(),
+            reference: reference.into(),
+        };
+        let rule = IdentityRule::MatchRepoDigestOrExact;
+        let other = Digest::of(b"other");
+        assert!(check_claim(
+            &image,
+            &rule,
+            &d,
+            claim(&other, "reg.lan/ns/app:v1"),
+            "cosign",
+            "k".into()
+        )
+        .unwrap_err()
+        .contains("not this manifest"));
+        assert!(check_claim(
+            &image,
+            &rule,
+            &d,
+            claim(&d, "reg.lan/ns/app:v2"),
+            "cosign",
+            "k".into()
+        )
+        .unwrap_err()
+        .contains("does not match"));
+        assert!(check_claim(
+            &image,
+            &rule,
+            &d,
+            claim(&d, "reg.lan/ns/app:v1"),
+            "cosign",
+            "k".into()
+        )
+        .is_ok());
+    }
+}
