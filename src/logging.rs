@@ -3,21 +3,25 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
+/// `level` is a level (`info`) or per-target levels (`skiff=debug,reqwest=info,warn`).
 pub fn init(level: &str) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter: Targets = level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let tty = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(tty)
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     // Under systemd the journal stamps each line already.
     let result = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().try_init()
+        registry.with(layer.without_time()).try_init()
     } else {
-        builder.try_init()
+        registry.with(layer).try_init()
     };
     if result.is_err() {
         eprintln!("skiff: logging was already initialised");

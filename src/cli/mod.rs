@@ -29,7 +29,7 @@ pub struct Cli {
     /// The store directory.
     #[arg(long, global = true, env = "SKIFF_ROOT", default_value = DEFAULT_ROOT)]
     pub root: PathBuf,
-    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    /// Log level (error, warn, info, debug, trace), or levels per target (skiff=debug,info).
     #[arg(long, global = true, env = "SKIFF_LOG", default_value = "info")]
     pub log_level: String,
     /// overlay: layers shared between images; flat: one flattened tree per image (where the

@@ -1,10 +1,12 @@
 //! GPG simple signing: an OpenPGP signed message (as `gpg --sign` and `skopeo --sign-by` write
-//! it: usually compressed, one-pass signed, literal data) whose literal data is the payload.
+//! it, binary: usually compressed, one-pass signed, literal data) whose literal data is the
+//! payload.
 //! rPGP does the cryptography; this module decides which key may have made it.
 
 use std::io::Read;
 
-use pgp::composed::{Deserializable, Message, SignedPublicKey};
+use pgp::composed::{Deserializable, SignedPublicKey};
+use pgp::packet::{Packet, PacketParser, PacketTrait, Signature};
 use pgp::types::KeyDetails;
 use thiserror::Error;
 
@@ -115,47 +117,78 @@ fn unusable(key: &SignedPublicKey, now: u64) -> Option<String> {
     (secs > 0 && now >= expiry).then(|| format!("expired at {}", crate::logging::rfc3339(expiry)))
 }
 
+/// A signed message's packets are few: (compressed) one-pass signature, literal data, signature.
+const MAX_PACKETS: usize = 16;
+
+/// The packets of an OpenPGP message, bounded in number.
+fn packets(bytes: &[u8]) -> Result<Vec<Packet>, GpgError> {
+    let mut out = Vec::new();
+    for p in PacketParser::new(bytes) {
+        let p = p.map_err(|e| GpgError::Malformed(e.to_string()))?;
+        if out.len() == MAX_PACKETS {
+            return Err(GpgError::Malformed(format!(
+                "more than {MAX_PACKETS} packets"
+            )));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// The literal data and the one signature of a (decompressed) signed message. Read packet by
+/// packet: the message readers would link rPGP's whole decryption stack into skiff.
+fn signed_data(signature: &[u8]) -> Result<(Vec<u8>, Signature), GpgError> {
+    let mut pkts = packets(signature)?;
+    if let [Packet::CompressedData(c)] = pkts.as_slice() {
+        let mut data = Vec::new();
+        c.decompress()
+            .map_err(|e| GpgError::Malformed(e.to_string()))?
+            .take(MAX_PAYLOAD_BYTES + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| GpgError::Malformed(format!("decompressing: {e}")))?;
+        if data.len() as u64 > MAX_PAYLOAD_BYTES {
+            return Err(GpgError::TooLarge);
+        }
+        pkts = packets(&data)?;
+    }
+    let mut literal = None;
+    let mut sig = None;
+    for p in pkts {
+        match p {
+            Packet::LiteralData(l) if literal.is_none() => literal = Some(l),
+            Packet::Signature(s) if sig.is_none() => sig = Some(s),
+            Packet::OnePassSignature(_) | Packet::Marker(_) | Packet::Padding(_) => {}
+            other => {
+                return Err(GpgError::Malformed(format!(
+                    "unexpected {:?} packet in a signed message",
+                    other.tag()
+                )))
+            }
+        }
+    }
+    match (literal, sig) {
+        (Some(l), Some(s)) => Ok((l.data().to_vec(), s)),
+        (Some(_), None) => Err(GpgError::NotSigned),
+        (None, _) => Err(GpgError::Malformed("no literal data".into())),
+    }
+}
+
 /// Verifies a simple-signing signature against `keyring`: the payload and the key that made it.
 pub fn verify(signature: &[u8], keyring: &Keyring) -> Result<Verified, GpgError> {
-    let malformed = |e: &dyn std::fmt::Display| GpgError::Malformed(e.to_string());
-    let msg = if is_armored(signature) {
-        Message::from_armor(signature).map_err(|e| malformed(&e))?.0
-    } else {
-        Message::from_bytes(signature).map_err(|e| malformed(&e))?
-    };
-    let mut msg = if msg.is_compressed() {
-        msg.decompress().map_err(|e| malformed(&e))?
-    } else {
-        msg
-    };
-    if !msg.is_signed() {
-        return Err(GpgError::NotSigned);
-    }
-    // Bounded: a small signature may decompress to a great deal.
-    let mut payload = Vec::new();
-    (&mut msg)
-        .take(MAX_PAYLOAD_BYTES + 1)
-        .read_to_end(&mut payload)
-        .map_err(|e| malformed(&e))?;
+    let (payload, sig) = signed_data(signature)?;
     if payload.len() as u64 > MAX_PAYLOAD_BYTES {
         return Err(GpgError::TooLarge);
     }
-    let (ids, fprs) = match &msg {
-        Message::Signed { reader, .. } => match reader.signature(0) {
-            Some(sig) => (
-                sig.issuer_key_id()
-                    .iter()
-                    .map(|k| hex(k.as_ref()))
-                    .collect::<Vec<_>>(),
-                sig.issuer_fingerprint()
-                    .iter()
-                    .map(|f| hex(f.as_bytes()))
-                    .collect::<Vec<_>>(),
-            ),
-            None => return Err(malformed(&"no signature packet after the data")),
-        },
-        _ => return Err(GpgError::NotSigned),
-    };
+    let ids: Vec<String> = sig
+        .issuer_key_id()
+        .iter()
+        .map(|k| hex(k.as_ref()))
+        .collect();
+    let fprs: Vec<String> = sig
+        .issuer_fingerprint()
+        .iter()
+        .map(|f| hex(f.as_bytes()))
+        .collect();
     let names = |fpr: &str, id: &str| fprs.iter().any(|f| f == fpr) || ids.iter().any(|i| i == id);
     let mut named = None;
     for key in &keyring.keys {
@@ -163,14 +196,14 @@ pub fn verify(signature: &[u8], keyring: &Keyring) -> Result<Verified, GpgError>
         let candidates = std::iter::once((
             hex(key.fingerprint().as_bytes()),
             hex(key.legacy_key_id().as_ref()),
-            msg.verify(key),
+            sig.verify(key, payload.as_slice()),
         ))
         .chain(key.public_subkeys.iter().map(|s| {
             (
                 hex(s.fingerprint().as_bytes()),
                 hex(s.legacy_key_id().as_ref()),
                 s.verify_bindings(&key.primary_key)
-                    .and_then(|()| msg.verify(s)),
+                    .and_then(|()| sig.verify(s, payload.as_slice())),
             )
         }));
         for (fpr, id, result) in candidates {
