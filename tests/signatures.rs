@@ -255,9 +255,45 @@ fn gpg_verdicts_match_skopeo() {
             false,
             "rejects every image",
         ),
+        (
+            "ns/expired-key",
+            Some(&expiring),
+            None,
+            false,
+            false,
+            "which expired at",
+        ),
+        (
+            "ns/revoked-key",
+            Some(&revoked),
+            None,
+            false,
+            false,
+            "which is revoked",
+        ),
+        // gpg.conf's default-sig-expire gives this one signature a lifetime of one second.
+        (
+            "ns/expired-signature",
+            Some(&w.rsa),
+            None,
+            false,
+            false,
+            "expired at",
+        ),
     ];
     for (repo, key, identity, tamper, ..) in rows {
+        let short_lived = repo.ends_with("expired-signature");
+        if short_lived {
+            std::fs::write(
+                w.gpg.home.join("gpg.conf"),
+                "default-sig-expire seconds=1\n",
+            )
+            .unwrap();
+        }
         w.publish(repo, *key, identity.as_deref());
+        if short_lived {
+            std::fs::remove_file(w.gpg.home.join("gpg.conf")).unwrap();
+        }
         if *tamper {
             let f = w.signature_file(repo, 1);
             let mut bytes = std::fs::read(&f).unwrap();

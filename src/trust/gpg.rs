@@ -24,6 +24,8 @@ pub enum GpgError {
     Untrusted { issuer: String },
     #[error("bad signature: it names key {key}, but does not verify with it ({why})")]
     Bad { key: String, why: String },
+    #[error("the signature by key {key} expired at {at}")]
+    Expired { key: String, at: String },
     #[error("signed by key {key}, which {why}")]
     Unusable { key: String, why: String },
     #[error("no OpenPGP public key in {what}: {why}")]
@@ -115,6 +117,13 @@ fn unusable(key: &SignedPublicKey, now: u64) -> Option<String> {
     let secs = u64::from(latest.key_expiration_time()?.as_secs());
     let expiry = u64::from(key.created_at().as_secs()) + secs;
     (secs > 0 && now >= expiry).then(|| format!("expired at {}", crate::logging::rfc3339(expiry)))
+}
+
+/// When a signature that carries its own expiry stopped being valid, if it has.
+fn expired_signature(sig: &Signature, now: u64) -> Option<String> {
+    let secs = u64::from(sig.signature_expiration_time()?.as_secs());
+    let end = u64::from(sig.created()?.as_secs()) + secs;
+    (secs > 0 && now >= end).then(|| crate::logging::rfc3339(end))
 }
 
 /// A signed message's packets are few: (compressed) one-pass signature, literal data, signature.
@@ -212,8 +221,12 @@ pub fn verify(signature: &[u8], keyring: &Keyring) -> Result<Verified, GpgError>
             }
             match result {
                 Ok(_) => {
-                    if let Some(why) = unusable(key, crate::logging::now()) {
+                    let now = crate::logging::now();
+                    if let Some(why) = unusable(key, now) {
                         return Err(GpgError::Unusable { key: primary, why });
+                    }
+                    if let Some(at) = expired_signature(&sig, now) {
+                        return Err(GpgError::Expired { key: primary, at });
                     }
                     return Ok(Verified {
                         payload,
