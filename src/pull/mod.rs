@@ -14,7 +14,15 @@ use crate::manifest::{self, Config, Descriptor, Document, ManifestError, Platfor
 use crate::reference::{Digest, Reference};
 use crate::registry::{Client, RegistryError, Repo};
 use crate::store::{Begin, IndexEntry, Store, StoreError};
-use crate::trust::{self, Requirement, Signatures, Trust, TrustError, Verdict};
+use crate::trust::{Trust, TrustError, Verdict};
+
+mod layers;
+mod signed;
+
+use layers::fetch_layers;
+pub use layers::is_no_space;
+use signed::check_trust;
+pub use signed::stored_verdict;
 
 /// When to ask the registry, as `podman run --pull` means it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -397,151 +405,6 @@ pub fn pull(
     })
 }
 
-/// The manifests a signature may be for: the one the reference names and, for an index, the
-/// platform's (a signed index pins its manifests by digest).
-fn signed_digests(image: &Image) -> Vec<Digest> {
-    let mut out = vec![image.digest.clone()];
-    if image.manifest != image.digest {
-        out.push(image.manifest.clone());
-    }
-    out
-}
-
-/// The signatures the store keeps for `d` (none if it keeps none). A damaged file counts as
-/// none, so the signature sources are asked again and their answer replaces it.
-fn kept_signatures(store: &Store, d: &Digest) -> Result<Signatures, PullError> {
-    match store.read_signatures(d, trust::signatures_limit())? {
-        None => Ok(Signatures::default()),
-        Some(bytes) => Ok(Signatures::from_json(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(digest = %d, error = %e, "the signatures kept in the store are damaged; ignoring them");
-            Signatures::default()
-        })),
-    }
-}
-
-/// The policy's verdict on `image`: from the signatures the store keeps, else (unless
-/// `--pull=never`) from the lookaside and attachments, within the registry budget when the
-/// store holds the image. Signatures that satisfy the policy are kept for the next start.
-fn check_trust(
-    store: &Store,
-    client: &Client,
-    req: &Request,
-    image: &Image,
-    stored: bool,
-) -> Result<(), PullError> {
-    let r = req.reference;
-    let Some((scope, requirements)) = req.trust.requirements(r) else {
-        return Ok(());
-    };
-    let policy = req
-        .trust
-        .policy()
-        .map(|p| p.path.clone())
-        .unwrap_or_default();
-    let digests = signed_digests(image);
-    let judge = |sets: &[Signatures]| {
-        let signed: Vec<(Digest, &Signatures)> = digests.iter().cloned().zip(sets).collect();
-        trust::evaluate(r, policy.clone(), scope.clone(), requirements, &signed)
-    };
-    let needs = requirements.iter().any(Requirement::needs_signatures);
-    let kept = if needs {
-        digests
-            .iter()
-            .map(|d| kept_signatures(store, d))
-            .collect::<Result<Vec<_>, _>>()?
-    } else {
-        vec![Signatures::default(); digests.len()]
-    };
-    let mut verdict = judge(&kept);
-    if !verdict.accepted() && needs && req.policy != PullPolicy::Never {
-        // With every layer at hand, the store could serve: the sources get the budget.
-        let could_serve = stored || image.layers.iter().all(|l| store.has_blob(&l.blob.digest));
-        let fresh = fetch_signatures(client, req, &digests, could_serve)?;
-        verdict = judge(&fresh);
-        if verdict.accepted() {
-            for (d, sigs) in digests.iter().zip(&fresh).filter(|(_, s)| !s.is_empty()) {
-                store.put_signatures(d, &sigs.to_json())?;
-            }
-        }
-    }
-    if !verdict.accepted() {
-        return Err(PullError::Refused {
-            verdict: Box::new(verdict),
-            image: Box::new(image.clone()),
-        });
-    }
-    for a in verdict
-        .outcomes
-        .iter()
-        .filter_map(|o| o.result.as_ref().ok().and_then(Option::as_ref))
-    {
-        tracing::info!(reference = %r, kind = a.kind, key = %a.key, identity = %a.identity, digest = %a.digest, "signature verified");
-    }
-    Ok(())
-}
-
-/// What the policy in force says of a stored image, from the signatures the store keeps (no
-/// network): for `inspect`. `None` without a policy.
-pub fn stored_verdict(
-    store: &Store,
-    trust: &Trust,
-    reference: &Reference,
-    image: &Image,
-) -> Result<Option<Verdict>, PullError> {
-    let Some((scope, requirements)) = trust.requirements(reference) else {
-        return Ok(None);
-    };
-    let digests = signed_digests(image);
-    let kept = digests
-        .iter()
-        .map(|d| kept_signatures(store, d))
-        .collect::<Result<Vec<_>, _>>()?;
-    let signed: Vec<(Digest, &Signatures)> = digests.iter().cloned().zip(&kept).collect();
-    let policy = trust.policy().map(|p| p.path.clone()).unwrap_or_default();
-    Ok(Some(trust::evaluate(
-        reference,
-        policy,
-        scope,
-        requirements,
-        &signed,
-    )))
-}
-
-/// Each manifest's signatures from where registries.d says they are. One that cannot be read
-/// is an empty set that says why, so the verdict names it.
-fn fetch_signatures(
-    client: &Client,
-    req: &Request,
-    digests: &[Digest],
-    budgeted: bool,
-) -> Result<Vec<Signatures>, PullError> {
-    let r = req.reference;
-    let sources = req.trust.sources(r)?;
-    let repo = client.repo(r);
-    let one = |d: &Digest| trust::fetch(client, &repo, &sources, r, d);
-    digests
-        .iter()
-        .map(|d| {
-            let fetched = if budgeted {
-                client.within_budget(|| one(d))
-            } else {
-                one(d)
-            };
-            match fetched {
-                Ok(s) => Ok(s),
-                Err(TrustError::Fetch { location, source }) => Ok(Signatures {
-                    looked: vec![format!(
-                        "{location} (unreadable: {})",
-                        crate::logging::chain(source.as_ref())
-                    )],
-                    ..Signatures::default()
-                }),
-                Err(e) => Err(e.into()),
-            }
-        })
-        .collect()
-}
-
 /// How a reference resolved under the pull policy.
 enum Resolution {
     /// The store has the whole image: nothing to fetch, nothing to record.
@@ -686,103 +549,6 @@ fn load_complete(
         });
     }
     Ok(img)
-}
-
-/// Downloads the layer blobs the store lacks, in parallel (bounded).
-fn fetch_layers(
-    store: &Store,
-    client: &Client,
-    r: &Reference,
-    image: &Image,
-    max_parallel: usize,
-    progress: &dyn Progress,
-) -> Result<(), PullError> {
-    let mut todo: Vec<&Descriptor> = Vec::new();
-    for l in &image.layers {
-        if !store.has_blob(&l.blob.digest) && !todo.iter().any(|d| d.digest == l.blob.digest) {
-            todo.push(&l.blob);
-        }
-    }
-    if todo.is_empty() {
-        return Ok(());
-    }
-    check_space(store, r, &todo)?;
-    let fetched = std::sync::Mutex::new(Vec::new());
-    let result = crate::parallel::for_each(&todo, max_parallel, |d| {
-        fetch_one(store, &client.repo(r), d, progress, &fetched)
-    });
-    if let Err(e) = &result {
-        if is_no_space(e) {
-            // These bytes cannot become an image on this disk: give the space back, so the
-            // next (smaller) pull fits. No complete image names them.
-            let fetched = fetched.into_inner().unwrap_or_else(|p| p.into_inner());
-            for d in &fetched {
-                if let Err(e) = store.remove_blob(d) {
-                    tracing::warn!(blob = %d, error = %e, "could not remove a blob of the failed pull");
-                }
-            }
-            tracing::warn!(reference = %r, blobs = fetched.len(), "the store's filesystem is full; removed this pull's downloads");
-        }
-    }
-    result
-}
-
-/// Refuses early when the missing layers cannot fit: each needs its compressed size to
-/// download and at least as much again unpacked (layers are rarely smaller unpacked).
-fn check_space(store: &Store, r: &Reference, todo: &[&Descriptor]) -> Result<(), PullError> {
-    let needed: u64 = todo
-        .iter()
-        .filter_map(|d| d.size)
-        .sum::<u64>()
-        .saturating_mul(2);
-    let free = store.free_space()?;
-    if needed > free {
-        return Err(PullError::NoSpace {
-            reference: r.to_string(),
-            root: store.root().display().to_string(),
-            needed,
-            free,
-        });
-    }
-    Ok(())
-}
-
-/// Whether an error comes from a full filesystem (ENOSPC or EDQUOT anywhere in its chain).
-pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
-    crate::logging::has_io_cause(e, |io| {
-        matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-    })
-}
-
-fn fetch_one(
-    store: &Store,
-    repo: &Repo,
-    d: &Descriptor,
-    progress: &dyn Progress,
-    fetched: &std::sync::Mutex<Vec<Digest>>,
-) -> Result<(), PullError> {
-    let mut ingest = match store.begin_ingest(&d.digest, d.size)? {
-        Begin::Present => return Ok(()),
-        Begin::Ingest(i) => i,
-    };
-    progress.start(&d.digest, d.size, ingest.offset());
-    let result = repo
-        .fetch_blob(d, &mut ingest, &|n| progress.advance(&d.digest, n))
-        .map_err(PullError::from);
-    if let Err(e) = &result {
-        if is_no_space(e) {
-            // A partial that cannot complete on this disk only keeps it full.
-            ingest.discard();
-        }
-    }
-    result?;
-    ingest.commit()?;
-    fetched
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(d.digest.clone());
-    progress.finish(&d.digest);
-    Ok(())
 }
 
 /// Loads an image from the store alone (for `inspect`, `run --pull=never`, `gc`).
