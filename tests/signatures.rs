@@ -123,6 +123,28 @@ impl World {
         p
     }
 
+    /// A policy that rejects everything but `namespace` (under this registry), which must be
+    /// signed by the key `fpr`.
+    fn trusting(&self, name: &str, namespace: &str, fpr: &str) -> PathBuf {
+        self.policy(
+            name,
+            &format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{}/{namespace}":[{{"type":"signedBy","keyType":"GPGKeys","keyPath":"{}"}}]}}}}}}"#,
+                self.reg.host(),
+                self.key_file(fpr).display()
+            ),
+        )
+    }
+
+    /// A registries.d that reads this test's lookaside through `file://`.
+    fn file_d(&self) -> PathBuf {
+        registries_d(
+            &self.env.path().join("file.d"),
+            &format!("file://{}", self.lookaside.display()),
+            false,
+        )
+    }
+
     /// skopeo's verdict: whether `copy` out of the registry is allowed.
     fn skopeo_accepts(&self, policy: &Path, rd: &Path, image: &str) -> (bool, String) {
         let out_dir = tempfile::tempdir().unwrap();
@@ -494,21 +516,11 @@ fn cosign_verdicts_follow_the_specification() {
 #[test]
 fn offline_starts_re_verify_against_todays_policy() {
     let mut w = World::new();
-    let host = w.reg.host();
     w.publish("ns/app", Some(&w.rsa), None);
     let server = FileServer::start(&w.lookaside);
     let rd = registries_d(&w.env.path().join("http.d"), &server.url(), false);
-    let trusting = |name: &str, fpr: &str| {
-        w.policy(
-            name,
-            &format!(
-                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{host}/ns":[{{"type":"signedBy","keyType":"GPGKeys","keyPath":"{}"}}]}}}}}}"#,
-                w.key_file(fpr).display()
-            ),
-        )
-    };
-    let p_rsa = trusting("rsa.json", &w.rsa);
-    let p_other = trusting("other.json", &w.other);
+    let p_rsa = w.trusting("rsa.json", "ns", &w.rsa);
+    let p_other = w.trusting("other.json", "ns", &w.other);
     let image = w.image("ns/app");
     let skiff = |policy: &Path, args: &[&str]| {
         skiff_under(&w.env, &w.env.root, policy, &rd, args)
@@ -583,18 +595,8 @@ fn offline_starts_re_verify_against_todays_policy() {
 fn hostile_signatures_and_policies_are_refused_and_nothing_is_kept() {
     let w = World::new();
     let host = w.reg.host();
-    let policy = w.policy(
-        "policy.json",
-        &format!(
-            r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{host}/ns":[{{"type":"signedBy","keyType":"GPGKeys","keyPath":"{}"}}]}}}}}}"#,
-            w.key_file(&w.rsa).display()
-        ),
-    );
-    let rd = registries_d(
-        &w.env.path().join("file.d"),
-        &format!("file://{}", w.lookaside.display()),
-        false,
-    );
+    let policy = w.trusting("policy.json", "ns", &w.rsa);
+    let rd = w.file_d();
     w.publish("ns/good", Some(&w.rsa), None);
     let good_sig = std::fs::read(w.signature_file("ns/good", 1)).unwrap();
 
@@ -700,18 +702,8 @@ fn profiles_work_unchanged_under_a_policy() {
     let host = w.reg.host();
     w.publish("coreos/etcd", Some(&w.rsa), None);
     w.publish("coreos/fleet", None, None);
-    let policy = w.policy(
-        "policy.json",
-        &format!(
-            r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{host}/coreos":[{{"type":"signedBy","keyType":"GPGKeys","keyPath":"{}"}}]}}}}}}"#,
-            w.key_file(&w.rsa).display()
-        ),
-    );
-    let rd = registries_d(
-        &w.env.path().join("file.d"),
-        &format!("file://{}", w.lookaside.display()),
-        false,
-    );
+    let policy = w.trusting("policy.json", "coreos", &w.rsa);
+    let rd = w.file_d();
     let data = w.env.path().join("etcd-data");
     let ssl = w.env.path().join("ssl");
     std::fs::create_dir_all(&ssl).unwrap();
