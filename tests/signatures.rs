@@ -673,6 +673,32 @@ fn hostile_signatures_and_policies_are_refused_and_nothing_is_kept() {
         .unwrap();
     assert!(fails(out).contains("larger than"));
 
+    // An image pulled before the policy asked for signatures: --pull=never has none to check
+    // and says so; a plain run fetches them, verifies, and starts.
+    let before = w.env.path().join("store-before-policy");
+    let accept = w.policy(
+        "accept.json",
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    );
+    let image = w.image("ns/good");
+    ok(
+        skiff_under(&w.env, &before, &accept, &rd, &["pull", &image])
+            .output()
+            .unwrap(),
+    );
+    let never = ["run", "--pull=never", &image, "--", "-c", "echo x"];
+    let err = fails(
+        skiff_under(&w.env, &before, &policy, &rd, &never)
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("no signature kept in the store"), "{err}");
+    let run = ["run", &image, "--", "-c", "echo now signed"];
+    let out = skiff_under(&w.env, &before, &policy, &rd, &run)
+        .output()
+        .unwrap();
+    assert_eq!(ok(out).trim(), "now signed");
+
     // Damaged kept signatures are ignored (with a warning) and fetched again.
     let kept = root.join(format!(
         "signatures/sha256/{}",

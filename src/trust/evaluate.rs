@@ -214,7 +214,9 @@ fn looked(signed: &[(Digest, &Signatures)]) -> String {
         .flat_map(|(_, s)| s.looked.iter().map(String::as_str))
         .collect();
     if places.is_empty() {
-        "no signature found (none fetched, none kept in the store)".to_string()
+        "no signature kept in the store for this image (pulled before the policy asked for one?); \
+         `skiff pull` or a run without --pull=never fetches its signatures"
+            .to_string()
     } else {
         format!("no signature found at {}", places.join(", "))
     }

@@ -117,19 +117,6 @@ impl Trust {
         })
     }
 
-    /// A trust that accepts everything (no policy).
-    pub fn accept_all() -> Trust {
-        Trust::default()
-    }
-
-    /// From a parsed policy (for tests and tools).
-    pub fn with_policy(policy: Policy, registries_d: PathBuf) -> Trust {
-        Trust {
-            policy: Some(policy),
-            registries_d,
-        }
-    }
-
     pub fn policy(&self) -> Option<&Policy> {
         self.policy.as_ref()
     }
