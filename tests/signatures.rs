@@ -782,3 +782,73 @@ fn profiles_work_unchanged_under_a_policy() {
     );
     ok(out);
 }
+
+/// A multi-platform index signed by `skopeo copy --all --sign-by` (the index and each
+/// platform's manifest). containers/image checks only the platform's manifest; skiff also takes
+/// a signature on the index, which pins the platform's manifest by digest (what `cosign sign`
+/// of a multi-platform tag makes). The one place skiff's verdict differs from skopeo's, on
+/// purpose: an index signed alone.
+#[test]
+fn a_signed_multi_platform_index() {
+    let w = World::new();
+    let host = w.reg.host();
+    let amd = busybox_image(&Spec::default(), &[]);
+    let arm = busybox_image(
+        &Spec {
+            arch: "arm64",
+            ..Spec::default()
+        },
+        &[],
+    );
+    push(&w.reg.url(), "src/multi", "amd64", &amd);
+    push(&w.reg.url(), "src/multi", "arm64", &arm);
+    let index = index(&[(&amd, "amd64", None), (&arm, "arm64", None)]);
+    let index_digest = sha(&index);
+    push_manifest(
+        &w.reg.url(),
+        "src/multi",
+        "v1",
+        &index,
+        "application/vnd.oci.image.index.v1+json",
+    );
+    let policy = w.trusting("policy.json", "ns", &w.rsa);
+    let rd = w.file_d();
+    // (repo, keep the index's signature, keep the platforms', skopeo's verdict, skiff's)
+    let rows = [
+        ("ns/all", true, true, true, true),
+        ("ns/index-only", true, false, false, true),
+        ("ns/platforms-only", false, true, true, true),
+    ];
+    for (i, (repo, keep_index, keep_platforms, skopeo_expected, skiff_expected)) in
+        rows.into_iter().enumerate()
+    {
+        let mut c = skopeo(&w, &["--policy"]);
+        c.arg(&w.accept_all).arg("--registries.d").arg(&w.sign_d);
+        c.args([
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ]);
+        c.args(["--sign-by", &w.rsa]);
+        c.arg(format!("docker://{host}/src/multi:v1"));
+        c.arg(format!("docker://{host}/{repo}:v1"));
+        run_ok(&mut c);
+        for dir in std::fs::read_dir(w.lookaside.join(repo.split('/').next().unwrap())).unwrap() {
+            let dir = dir.unwrap().path();
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with(repo.rsplit('/').next().unwrap()) {
+                continue;
+            }
+            let is_index = name.ends_with(index_digest.trim_start_matches("sha256:"));
+            if (is_index && !keep_index) || (!is_index && !keep_platforms) {
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+        }
+        let image = w.image(repo);
+        let (skopeo_ok, skopeo_err) = w.skopeo_accepts(&policy, &rd, &image);
+        let (skiff_ok, skiff_err, _) = w.skiff_accepts(&policy, &rd, &image, &format!("multi-{i}"));
+        assert_eq!(skopeo_ok, skopeo_expected, "skopeo on {repo}: {skopeo_err}");
+        assert_eq!(skiff_ok, skiff_expected, "skiff on {repo}: {skiff_err}");
+    }
+}
