@@ -202,39 +202,39 @@ pub fn verify(signature: &[u8], keyring: &Keyring) -> Result<Verified, GpgError>
     let mut named = None;
     for key in &keyring.keys {
         let primary = hex(key.fingerprint().as_bytes());
-        let candidates = std::iter::once((
-            hex(key.fingerprint().as_bytes()),
-            hex(key.legacy_key_id().as_ref()),
-            sig.verify(key, payload.as_slice()),
-        ))
-        .chain(key.public_subkeys.iter().map(|s| {
-            (
-                hex(s.fingerprint().as_bytes()),
-                hex(s.legacy_key_id().as_ref()),
-                s.verify_bindings(&key.primary_key)
-                    .and_then(|()| sig.verify(s, payload.as_slice())),
-            )
-        }));
-        for (fpr, id, result) in candidates {
+        let subkeys = key.public_subkeys.iter().map(|s| {
+            let fpr = hex(s.fingerprint().as_bytes());
+            (fpr, hex(s.legacy_key_id().as_ref()), Some(s))
+        });
+        let candidates =
+            std::iter::once((primary.clone(), hex(key.legacy_key_id().as_ref()), None))
+                .chain(subkeys);
+        for (fpr, id, subkey) in candidates {
+            // Only keys the signature names are tried: each try is a public-key operation.
             if !names(&fpr, &id) {
                 continue;
             }
-            match result {
-                Ok(_) => {
-                    let now = crate::logging::now();
-                    if let Some(why) = unusable(key, now) {
-                        return Err(GpgError::Unusable { key: primary, why });
-                    }
-                    if let Some(at) = expired_signature(&sig, now) {
-                        return Err(GpgError::Expired { key: primary, at });
-                    }
-                    return Ok(Verified {
-                        payload,
-                        key: primary,
-                    });
-                }
-                Err(e) => named = Some((fpr, e.to_string())),
+            let verified = match subkey {
+                None => sig.verify(key, payload.as_slice()),
+                Some(s) => s
+                    .verify_bindings(&key.primary_key)
+                    .and_then(|()| sig.verify(s, payload.as_slice())),
+            };
+            if let Err(e) = verified {
+                named = Some((fpr, e.to_string()));
+                continue;
             }
+            let now = crate::logging::now();
+            if let Some(why) = unusable(key, now) {
+                return Err(GpgError::Unusable { key: primary, why });
+            }
+            if let Some(at) = expired_signature(&sig, now) {
+                return Err(GpgError::Expired { key: primary, at });
+            }
+            return Ok(Verified {
+                payload,
+                key: primary,
+            });
         }
     }
     Err(match named {
