@@ -379,7 +379,7 @@ pub fn pull(
     };
     // Who signed it, under the policy in force now: before any layer is fetched, and at
     // every start (offline, from the signatures the store keeps).
-    check_trust(store, client, req, &image, stored)?;
+    check_trust(store, client, req, &image)?;
     if stored {
         return Ok(Pulled { image, entry: None });
     }

@@ -2,71 +2,101 @@
 //! signature sources when they do not satisfy it. Runs before any layer is fetched.
 
 use super::{Client, Digest, Image, PullError, PullPolicy, Reference, Request, Store};
-use crate::trust::{self, Requirement, Signatures, Trust, TrustError, Verdict};
+use crate::trust::{self, Policy, Requirement, Scope, Signatures, Trust, TrustError, Verdict};
 
-/// The manifests a signature may be for: the one the reference names and, for an index, the
-/// platform's (a signed index pins its manifests by digest).
-fn signed_digests(image: &Image) -> Vec<Digest> {
-    let mut out = vec![image.digest.clone()];
-    if image.manifest != image.digest {
-        out.push(image.manifest.clone());
-    }
-    out
+/// The policy's scope for one image, ready to judge sets of signatures of its manifests: the
+/// one the reference names and, for an index, the platform's (a signed index pins its
+/// manifests by digest).
+struct Judge<'a> {
+    reference: &'a Reference,
+    policy: &'a Policy,
+    scope: Scope,
+    requirements: &'a [Requirement],
+    digests: Vec<Digest>,
 }
 
-/// The signatures the store keeps for `d` (none if it keeps none). A damaged file counts as
-/// none, so the signature sources are asked again and their answer replaces it.
-fn kept_signatures(store: &Store, d: &Digest) -> Result<Signatures, PullError> {
-    match store.read_signatures(d, trust::signatures_limit())? {
-        None => Ok(Signatures::default()),
-        Some(bytes) => Ok(Signatures::from_json(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(digest = %d, error = %e, "the signatures kept in the store are damaged; ignoring them");
-            Signatures::default()
-        })),
+impl<'a> Judge<'a> {
+    /// `None` without a policy: then everything is accepted.
+    fn new(trust: &'a Trust, reference: &'a Reference, image: &Image) -> Option<Judge<'a>> {
+        let policy = trust.policy()?;
+        let (scope, requirements) = policy.requirements_for(reference);
+        let mut digests = vec![image.digest.clone()];
+        if image.manifest != image.digest {
+            digests.push(image.manifest.clone());
+        }
+        Some(Judge {
+            reference,
+            policy,
+            scope,
+            requirements,
+            digests,
+        })
+    }
+
+    fn needs_signatures(&self) -> bool {
+        self.requirements.iter().any(Requirement::needs_signatures)
+    }
+
+    /// The signatures the store keeps for each manifest (none where it keeps none). A damaged
+    /// file counts as none, so the signature sources are asked again and their answer
+    /// replaces it.
+    fn kept(&self, store: &Store) -> Result<Vec<Signatures>, PullError> {
+        self.digests
+            .iter()
+            .map(|d| match store.read_signatures(d, trust::signatures_limit())? {
+                None => Ok(Signatures::default()),
+                Some(bytes) => Ok(Signatures::from_json(&bytes).unwrap_or_else(|e| {
+                    tracing::warn!(digest = %d, error = %e, "the signatures kept in the store are damaged; ignoring them");
+                    Signatures::default()
+                })),
+            })
+            .collect()
+    }
+
+    /// The verdict on `sets`, one per manifest.
+    fn verdict(&self, sets: &[Signatures]) -> Verdict {
+        let signed: Vec<(Digest, &Signatures)> = self.digests.iter().cloned().zip(sets).collect();
+        trust::evaluate(
+            self.reference,
+            self.policy.path.clone(),
+            self.scope.clone(),
+            self.requirements,
+            &signed,
+        )
     }
 }
 
 /// The policy's verdict on `image`: from the signatures the store keeps, else (unless
 /// `--pull=never`) from the lookaside and attachments, within the registry budget when the
-/// store holds the image. Signatures that satisfy the policy are kept for the next start.
+/// store holds every layer. Signatures that satisfy the policy are kept for the next start.
 pub(super) fn check_trust(
     store: &Store,
     client: &Client,
     req: &Request,
     image: &Image,
-    stored: bool,
 ) -> Result<(), PullError> {
-    let r = req.reference;
-    let Some((scope, requirements)) = req.trust.requirements(r) else {
+    let Some(judge) = Judge::new(req.trust, req.reference, image) else {
         return Ok(());
     };
-    let policy = req
-        .trust
-        .policy()
-        .map(|p| p.path.clone())
-        .unwrap_or_default();
-    let digests = signed_digests(image);
-    let judge = |sets: &[Signatures]| {
-        let signed: Vec<(Digest, &Signatures)> = digests.iter().cloned().zip(sets).collect();
-        trust::evaluate(r, policy.clone(), scope.clone(), requirements, &signed)
-    };
-    let needs = requirements.iter().any(Requirement::needs_signatures);
+    let needs = judge.needs_signatures();
     let kept = if needs {
-        digests
-            .iter()
-            .map(|d| kept_signatures(store, d))
-            .collect::<Result<Vec<_>, _>>()?
+        judge.kept(store)?
     } else {
-        vec![Signatures::default(); digests.len()]
+        vec![Signatures::default(); judge.digests.len()]
     };
-    let mut verdict = judge(&kept);
+    let mut verdict = judge.verdict(&kept);
     if !verdict.accepted() && needs && req.policy != PullPolicy::Never {
         // With every layer at hand, the store could serve: the sources get the budget.
-        let could_serve = stored || image.layers.iter().all(|l| store.has_blob(&l.blob.digest));
-        let fresh = fetch_signatures(client, req, &digests, could_serve)?;
-        verdict = judge(&fresh);
+        let could_serve = image.layers.iter().all(|l| store.has_blob(&l.blob.digest));
+        let fresh = fetch_signatures(client, req, &judge.digests, could_serve)?;
+        verdict = judge.verdict(&fresh);
         if verdict.accepted() {
-            for (d, sigs) in digests.iter().zip(&fresh).filter(|(_, s)| !s.is_empty()) {
+            for (d, sigs) in judge
+                .digests
+                .iter()
+                .zip(&fresh)
+                .filter(|(_, s)| !s.is_empty())
+            {
                 store.put_signatures(d, &sigs.to_json())?;
             }
         }
@@ -82,7 +112,7 @@ pub(super) fn check_trust(
         .iter()
         .filter_map(|o| o.result.as_ref().ok().and_then(Option::as_ref))
     {
-        tracing::info!(reference = %r, kind = a.kind, key = %a.key, identity = %a.identity, digest = %a.digest, "signature verified");
+        tracing::info!(reference = %req.reference, kind = a.kind, key = %a.key, identity = %a.identity, digest = %a.digest, "signature verified");
     }
     Ok(())
 }
@@ -95,23 +125,10 @@ pub fn stored_verdict(
     reference: &Reference,
     image: &Image,
 ) -> Result<Option<Verdict>, PullError> {
-    let Some((scope, requirements)) = trust.requirements(reference) else {
-        return Ok(None);
-    };
-    let digests = signed_digests(image);
-    let kept = digests
-        .iter()
-        .map(|d| kept_signatures(store, d))
-        .collect::<Result<Vec<_>, _>>()?;
-    let signed: Vec<(Digest, &Signatures)> = digests.iter().cloned().zip(&kept).collect();
-    let policy = trust.policy().map(|p| p.path.clone()).unwrap_or_default();
-    Ok(Some(trust::evaluate(
-        reference,
-        policy,
-        scope,
-        requirements,
-        &signed,
-    )))
+    match Judge::new(trust, reference, image) {
+        Some(judge) => Ok(Some(judge.verdict(&judge.kept(store)?))),
+        None => Ok(None),
+    }
 }
 
 /// Each manifest's signatures from where registries.d says they are. One that cannot be read

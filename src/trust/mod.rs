@@ -121,11 +121,6 @@ impl Trust {
         self.policy.as_ref()
     }
 
-    /// The scope and requirements that apply to `image`; `None` without a policy.
-    pub fn requirements(&self, image: &Reference) -> Option<(Scope, &[Requirement])> {
-        self.policy.as_ref().map(|p| p.requirements_for(image))
-    }
-
     /// Where `image`'s signatures are (reads registries.d).
     pub fn sources(&self, image: &Reference) -> Result<Sources, TrustError> {
         Ok(RegistriesD::load(&self.registries_d)?.sources(image))
