@@ -38,8 +38,13 @@ pub fn obtain(
         Err(e) => {
             if let pull::PullError::Refused { image, .. } = &e {
                 // A refused image leaves nothing behind that no listed image needs.
-                if let Err(err) = store.release(&uses(image), &needed(store)?) {
-                    tracing::warn!(error = %crate::logging::chain(&err), "could not remove what the refused image's pull stored");
+                match release(store, image) {
+                    Ok(removed) => {
+                        tracing::debug!(image = %image.digest, removed, "removed what the refused image's pull stored")
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %crate::logging::chain(&err), "could not remove what the refused image's pull stored")
+                    }
                 }
             }
             return Err(e.into());
@@ -52,8 +57,13 @@ pub fn obtain(
         Err(e) => {
             if pull::is_no_space(&e) {
                 // What cannot become an image on this disk only keeps it full.
-                if let Err(err) = release(store, &pulled.image) {
-                    tracing::warn!(error = %crate::logging::chain(&err), "could not free what the failed image used");
+                match release(store, &pulled.image) {
+                    Ok(removed) => {
+                        tracing::warn!(image = %pulled.image.digest, removed, "the store's filesystem is full; removed what this image had unpacked and downloaded")
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %crate::logging::chain(&err), "could not free what the failed image used")
+                    }
                 }
             }
             return Err(ImagesError::Unpack(e));
@@ -116,10 +126,9 @@ pub fn remove(store: &Store, refs: &[Reference]) -> Result<Vec<String>, ImagesEr
     Ok(removed)
 }
 
-/// After a full disk stopped `img`: removes its trees and blobs that no listed image and no
-/// running payload uses, so the next (smaller) pull has room. Returns how many were removed.
+/// Gives back what an image that will not be listed used (a full disk stopped it, or the
+/// policy refused it): its trees and blobs that no listed image and no running payload uses.
+/// Returns how many were removed.
 pub fn release(store: &Store, img: &Image) -> Result<usize, ImagesError> {
-    let removed = store.release(&uses(img), &needed(store)?)?;
-    tracing::warn!(image = %img.digest, removed, "the store's filesystem is full; removed what this image had unpacked and downloaded");
-    Ok(removed)
+    Ok(store.release(&uses(img), &needed(store)?)?)
 }
