@@ -400,16 +400,10 @@ impl Client {
             url: url.to_string(),
             why: e.to_string(),
         })?;
-        let host = match (parsed.host_str(), parsed.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => {
-                return Err(RegistryError::BadUrl {
-                    url: url.to_string(),
-                    why: "no host".into(),
-                })
-            }
-        };
+        let host = host_port(&parsed).ok_or_else(|| RegistryError::BadUrl {
+            url: url.to_string(),
+            why: "no host".into(),
+        })?;
         let http = self.http(&host, self.opts.budget.min(CONNECT_TIMEOUT))?;
         let mut req = http.get(parsed);
         if let Some(d) = self.lock().deadline {
@@ -563,11 +557,8 @@ impl Client {
             }
             q.append_pair("scope", scope);
         }
-        let realm_host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            _ => return Err(err(auth::AuthError::RealmHost(realm.to_string()))),
-        };
+        let realm_host =
+            host_port(&url).ok_or_else(|| err(auth::AuthError::RealmHost(realm.to_string())))?;
         let http = self.http(&realm_host, CONNECT_TIMEOUT)?;
         let mut req = http.get(url.clone());
         if let Some(c) = creds {
@@ -592,6 +583,15 @@ impl Client {
         }
         auth::parse_token(&body, Instant::now()).map_err(err)
     }
+}
+
+/// `HOST[:PORT]` of a URL, the key the per-host HTTP clients and CAs are filed under.
+fn host_port(url: &reqwest::Url) -> Option<String> {
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    })
 }
 
 /// `*.crt` files in a certs.d directory, as containers' certs.d reads them.
