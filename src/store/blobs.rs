@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use nix::fcntl::Flock;
 use sha2::{Digest as _, Sha256};
 
-use super::{io_err, lock_file, sync_dir, Store, StoreError};
+use super::{io_err, lock_file, open_existing, remove_if_present, sync_dir, Store, StoreError};
 use crate::reference::Digest;
 
 /// A schema1 layer has no size in its manifest; cap it anyway.
@@ -46,19 +46,7 @@ impl Store {
 
     /// Opens a verified blob for reading, never through a symlink.
     pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
-        let path = self.blob_path(d);
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => StoreError::Missing(d.clone()),
-                _ if e.raw_os_error() == Some(libc::ELOOP) => StoreError::Unexpected {
-                    path: path.clone(),
-                    kind: "regular file",
-                },
-                _ => io_err("open", &path)(e),
-            })
+        open_existing(&self.blob_path(d))?.ok_or_else(|| StoreError::Missing(d.clone()))
     }
 
     /// Reads a small blob (manifest, config) whole, re-checking its digest: disk damage must not
@@ -124,14 +112,9 @@ impl Store {
 
     /// Removes one blob (for `rm`/`gc`/`verify --repair`).
     pub fn remove_blob(&self, d: &Digest) -> Result<(), StoreError> {
-        let p = self.blob_path(d);
         // A manifest's signatures mean nothing without it.
         self.remove_signatures(d)?;
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove", &p)(e)),
-        }
+        remove_if_present(&self.blob_path(d))
     }
 
     /// Every blob digest present (names that are not digests are skipped).

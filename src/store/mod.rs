@@ -351,6 +351,33 @@ fn list_names(dir: &Path) -> Result<Vec<String>, StoreError> {
     Ok(out)
 }
 
+/// Opens a file of the store for reading, never through a symlink (one planted there is an
+/// error that says so); `None` when there is no such file.
+pub(crate) fn open_existing(path: &Path) -> Result<Option<File>, StoreError> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(StoreError::Unexpected {
+            path: path.to_path_buf(),
+            kind: "regular file",
+        }),
+        Err(e) => Err(io_err("open", path)(e)),
+    }
+}
+
+/// Removes a file of the store; one already gone is no error.
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
 /// Takes an exclusive `flock` on `path` (created if missing), waiting for other holders.
 pub(crate) fn lock_file(path: &Path) -> Result<Flock<File>, StoreError> {
     lock_file_with(path, FlockArg::LockExclusive)

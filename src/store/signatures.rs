@@ -1,11 +1,10 @@
 //! Signatures kept beside the manifest they sign (`signatures/sha256/<hex>`), so every start
 //! re-verifies them offline. The store keeps bytes; what they mean is the trust room's.
 
-use std::fs;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use super::{io_err, write_atomic, Store, StoreError};
+use super::{io_err, open_existing, remove_if_present, write_atomic, Store, StoreError};
 use crate::reference::Digest;
 
 impl Store {
@@ -30,20 +29,8 @@ impl Store {
         limit: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.signatures_dir().join(digest.hex());
-        let f = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(StoreError::Unexpected {
-                    path,
-                    kind: "regular file",
-                })
-            }
-            Err(e) => return Err(io_err("open", &path)(e)),
+        let Some(f) = open_existing(&path)? else {
+            return Ok(None);
         };
         let mut buf = Vec::new();
         f.take(limit + 1)
@@ -59,16 +46,9 @@ impl Store {
 
     /// Drops the signatures kept for `digest` (with its manifest).
     pub(super) fn remove_signatures(&self, digest: &Digest) -> Result<(), StoreError> {
-        let path = self.signatures_dir().join(digest.hex());
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove", &path)(e)),
-        }
+        remove_if_present(&self.signatures_dir().join(digest.hex()))
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 #[cfg(test)]
 mod tests {
