@@ -179,14 +179,6 @@ impl Reference {
         self.tag.is_none() && self.digest.is_none()
     }
 
-    /// The same reference without its tag (a pin stays).
-    pub fn without_tag(&self) -> Reference {
-        Reference {
-            tag: None,
-            ..self.clone()
-        }
-    }
-
     /// What to ask the registry for: the digest when pinned, else the tag.
     pub fn manifest_ref(&self) -> String {
         match (&self.digest, &self.tag) {

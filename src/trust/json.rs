@@ -34,10 +34,14 @@ impl Json {
         }
     }
 
-    pub fn as_object(&self) -> Option<&[(String, Json)]> {
+    /// The fields of an object; anything else is an error naming `at`.
+    pub fn object(&self, at: &str) -> Result<&[(String, Json)], FieldError> {
         match self {
-            Json::Object(o) => Some(o),
-            _ => None,
+            Json::Object(o) => Ok(o),
+            other => Err(FieldError {
+                at: at.to_string(),
+                why: format!("expected an object, found {}", other.kind()),
+            }),
         }
     }
 
@@ -128,17 +132,11 @@ pub struct FieldError {
 impl<'a> Fields<'a> {
     /// The fields of `v`, which must be an object; `at` names it in errors.
     pub fn of(v: &'a Json, at: &str) -> Result<Fields<'a>, FieldError> {
-        match v {
-            Json::Object(fields) => Ok(Fields {
-                at: at.to_string(),
-                fields,
-                taken: Vec::new(),
-            }),
-            other => Err(FieldError {
-                at: at.to_string(),
-                why: format!("expected an object, found {}", other.kind()),
-            }),
-        }
+        Ok(Fields {
+            at: at.to_string(),
+            fields: v.object(at)?,
+            taken: Vec::new(),
+        })
     }
 
     pub fn at(&self) -> &str {

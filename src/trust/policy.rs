@@ -142,15 +142,8 @@ impl Policy {
             requirements(top.required("default").map_err(bad)?, "default").map_err(bad)?;
         let mut docker = Vec::new();
         if let Some(t) = top.get("transports") {
-            let transports = Fields::of(t, "transports").map_err(bad)?;
-            for (name, scopes) in transports_of(t) {
-                let at = format!("transports.{name}");
-                let Some(scopes) = scopes.as_object() else {
-                    return Err(bad(FieldError {
-                        at,
-                        why: format!("expected an object, found {}", scopes.kind()),
-                    }));
-                };
+            for (name, scopes) in t.object("transports").map_err(bad)? {
+                let scopes = scopes.object(&format!("transports.{name}")).map_err(bad)?;
                 for (scope, reqs) in scopes {
                     let at = format!("transports.{name}[{scope:?}]");
                     // Other transports' requirements are checked too: the policy is one file.
@@ -160,7 +153,6 @@ impl Policy {
                     }
                 }
             }
-            drop(transports);
         }
         top.finish().map_err(bad)?;
         Ok(Policy {
@@ -185,13 +177,6 @@ impl Policy {
         }
         (Scope::Default, &self.default)
     }
-}
-
-fn transports_of(t: &Json) -> impl Iterator<Item = (&String, &Json)> {
-    t.as_object()
-        .unwrap_or_default()
-        .iter()
-        .map(|(k, v)| (k, v))
 }
 
 /// An image's identity as a policy scope names it: `HOST/PATH:TAG`, or `HOST/PATH@DIGEST`.
