@@ -236,6 +236,8 @@ done
 [ "$(cat /opt/cni/bin/bridge)" = "CNI" ] || fail "no /opt/cni/bin volume"
 touch /opt/cni/bin/x 2>/dev/null && fail "/opt/cni/bin is writable (readOnly=true)"
 grep -q "nameserver 192.0.2.53" /etc/resolv.conf || fail "resolv.conf is not the host's"
+# What the kubelet does with a pod's volume: the host must see it (rshared /var/lib/kubelet).
+mkdir -p /var/lib/kubelet/pods/p1 && mount -t tmpfs pod-volume /var/lib/kubelet/pods/p1 || fail "mount under /var/lib/kubelet"
 echo "ok uid=$(id -u) args=$#" >> $r
 exec sleep 100000
 "#;
@@ -339,10 +341,6 @@ WantedBy=multi-user.target
     )
 }
 
-/// skiff binds /var/lib/kubelet rshared, which needs a shared mount point of its own; rkt-fly
-/// did not. The one line a kubelet unit gains (see the README's migration section).
-const KUBELET_SHARED_DROPIN: &str = "[Service]\nExecStartPre=/bin/sh -c 'mkdir -p /var/lib/kubelet && (mountpoint -q /var/lib/kubelet || mount --bind /var/lib/kubelet /var/lib/kubelet) && mount --make-shared /var/lib/kubelet'\n";
-
 #[test]
 fn container_linux_units_run_unchanged_under_systemd() {
     let env = Env::new();
@@ -397,12 +395,6 @@ fn container_linux_units_run_unchanged_under_systemd() {
         &root,
         "/etc/systemd/system/kubelet.service",
         kubelet_unit(&reg.host()).as_bytes(),
-        0o644,
-    );
-    install(
-        &root,
-        "/etc/systemd/system/kubelet.service.d/10-shared.conf",
-        KUBELET_SHARED_DROPIN.as_bytes(),
         0o644,
     );
     install(&root, "/etc/kubernetes/tls/ca.pem", b"CLUSTER-CA", 0o644);
@@ -488,6 +480,14 @@ fn container_linux_units_run_unchanged_under_systemd() {
     let report = c.ok("cat /var/log/kubelet-standin.txt");
     assert_eq!(report.trim(), "ok uid=0 args=6", "{report}");
     assert_eq!(c.prop("kubelet.service", "ActiveState"), "active");
+    // The unit has no mount line of its own: skiff made /var/lib/kubelet a shared mount point,
+    // so the stand-in's pod mount is the host's too, as under rkt-fly.
+    let host = c.ok("cat /proc/1/mountinfo");
+    assert!(
+        host.lines()
+            .any(|l| l.split(' ').nth(4) == Some("/var/lib/kubelet/pods/p1")),
+        "the pod mount reached the host:\n{host}"
+    );
     assert_eq!(c.ok("cat /var/run/kubelet-pod.uuid").len(), 36);
     let journal = c.ok("journalctl -u kubelet.service --no-pager");
     assert!(
