@@ -7,6 +7,8 @@ Writes, from the units/ directory and the built binary:
   flatcar.ign          the Ignition 3.3.0 JSON that Butane would produce from it
 
 Each installs /opt/bin/skiff (downloaded from --url, checked against the binary's sha512),
+the links /opt/bin/etcd-wrapper and /opt/bin/kubelet-wrapper to it (skiff started by either
+name runs that profile, as the CoreOS wrapper scripts did),
 the units (fleet.socket, fleet.service and etcd-member.service enabled; kubelet.service
 installed for operators to enable), the fleet user and group, a tmpfiles entry for /run/fleet,
 and the polkit rule that lets the fleet user manage units over D-Bus.
@@ -27,6 +29,9 @@ import urllib.parse
 ENABLED = {"fleet.socket": True, "fleet.service": True, "etcd-member.service": True, "kubelet.service": False}
 
 TMPFILES = "d /run/fleet 0755 fleet fleet -\nd /run/fleet/units 0755 fleet fleet -\n"
+
+# skiff started as one of these names is `skiff run --profile NAME -- "$@"`.
+WRAPPER_LINKS = ["/opt/bin/etcd-wrapper", "/opt/bin/kubelet-wrapper"]
 
 POLKIT = """// Let fleetd (running as the fleet user) manage systemd units over D-Bus.
 polkit.addRule(function(action, subject) {
@@ -84,7 +89,8 @@ def ignition2(url, digest, units, extra=()):
              "contents": {"source": url, "verification": {"hash": "sha512-" + digest}}},
             text_file("/etc/tmpfiles.d/fleet.conf", 0o644, TMPFILES),
             text_file("/etc/polkit-1/rules.d/60-fleet.rules", 0o644, POLKIT),
-        ] + [text_file(p, 0o644, data) for p, data in extra]},
+        ] + [text_file(p, 0o644, data) for p, data in extra],
+            "links": [{"filesystem": "root", "path": p, "target": "/opt/bin/skiff"} for p in WRAPPER_LINKS]},
         "systemd": {"units": [{"name": n, "enabled": ENABLED[n], "contents": c} for n, c in units]},
     }
 
@@ -104,7 +110,8 @@ def ignition3(url, digest, units, extra=()):
              "contents": {"source": url, "verification": {"hash": "sha512-" + digest}}},
             text_file("/etc/tmpfiles.d/fleet.conf", 0o644, TMPFILES),
             text_file("/etc/polkit-1/rules.d/60-fleet.rules", 0o644, POLKIT),
-        ] + [text_file(p, 0o644, data) for p, data in extra]},
+        ] + [text_file(p, 0o644, data) for p, data in extra],
+            "links": [{"path": p, "target": "/opt/bin/skiff", "overwrite": True} for p in WRAPPER_LINKS]},
         "systemd": {"units": [{"name": n, "enabled": ENABLED[n], "contents": c} for n, c in units]},
     }
 
@@ -127,6 +134,9 @@ def butane(url, digest, units, extra=()):
     for path, data in extra:
         out += [f"    - path: {path}", "      mode: 0644", "      overwrite: true", "      contents:",
                 f"        source: {data_url(data)}"]
+    out += ["  links:"]
+    for path in WRAPPER_LINKS:
+        out += [f"    - path: {path}", "      target: /opt/bin/skiff", "      overwrite: true"]
     out += ["systemd:", "  units:"]
     for name, contents in units:
         out += [f"    - name: {name}", f"      enabled: {'true' if ENABLED[name] else 'false'}",

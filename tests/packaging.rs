@@ -78,6 +78,17 @@ fn ignition_configs_install_skiff_units_user_tmpfiles_and_polkit() {
             .as_str()
             .unwrap()
             .contains("manage-units"));
+        // The wrapper names: skiff started as etcd-wrapper runs the etcd profile.
+        let links = v["storage"]["links"].as_array().expect("links");
+        for name in ["etcd-wrapper", "kubelet-wrapper"] {
+            assert!(
+                links
+                    .iter()
+                    .any(|l| l["path"] == format!("/opt/bin/{name}").as_str()
+                        && l["target"] == "/opt/bin/skiff"),
+                "{file}: {name}: {links:?}"
+            );
+        }
         assert_eq!(v["passwd"]["users"][0]["name"], "fleet");
         assert_eq!(v["passwd"]["groups"][0]["name"], "fleet");
         let units = v["systemd"]["units"].as_array().unwrap();
@@ -105,6 +116,9 @@ fn ignition_configs_install_skiff_units_user_tmpfiles_and_polkit() {
         bu.contains(&format!("hash: {hash}"))
             && bu.contains("- name: fleet.socket")
             && bu.contains("ExecStart=/opt/bin/skiff run --profile etcd")
+            && bu.contains(
+                "  links:\n    - path: /opt/bin/etcd-wrapper\n      target: /opt/bin/skiff\n"
+            )
     );
 }
 

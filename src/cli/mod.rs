@@ -206,7 +206,8 @@ impl ImageArgs {
             Some(name) => {
                 let profile = crate::profiles::load(name, &self.profile_dir)?;
                 let vars: Vec<(String, String)> = std::env::vars().collect();
-                let env = |k: &str| std::env::var(k).ok();
+                // The wrappers' deprecated names still count (KUBELET_VERSION, KUBELET_ACI).
+                let env = |k: &str| crate::wrapper::aliased(k, &|k| std::env::var(k).ok());
                 Some(profile.resolve(
                     self.tag.as_deref(),
                     &env,

@@ -12,7 +12,7 @@ mod user;
 pub mod volume;
 
 use std::convert::Infallible;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -168,9 +168,9 @@ pub fn prepare(
     } = presets::resolve(&opts.presets, &host_var)?;
     let mut host_steps = Vec::new();
     for v in &opts.volumes {
-        if let Some((vol, step)) = v.resolve()? {
+        if let Some((vol, steps)) = v.resolve()? {
             volumes.push(vol);
-            host_steps.extend(step);
+            host_steps.extend(steps);
         }
     }
     for f in &opts.env_files {
@@ -202,24 +202,46 @@ pub fn prepare(
 
 /// Makes one host change the plan asked for.
 fn apply_host_step(step: &plan::HostStep) -> Result<(), RunError> {
-    let plan::HostStep::Dir {
-        path,
-        create,
-        owner,
-    } = step;
-    let fail = |op: String| {
-        move |source| RunError::HostStep {
-            op,
-            path: path.clone(),
-            source,
-        }
+    let fail = |op: String, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::HostStep { op, path, source }
     };
-    if *create {
-        std::fs::create_dir_all(path).map_err(fail("creating".into()))?;
-    }
-    if let Some((uid, gid)) = owner {
-        nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into()))
-            .map_err(|e| fail(format!("chown {uid}:{gid}"))(std::io::Error::from(e)))?;
+    match step {
+        plan::HostStep::Dir {
+            path,
+            create,
+            owner,
+        } => {
+            if *create {
+                std::fs::create_dir_all(path).map_err(fail("creating".into(), path))?;
+            }
+            if let Some((uid, gid)) = owner {
+                nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into())).map_err(
+                    |e| fail(format!("chown {uid}:{gid}"), path)(std::io::Error::from(e)),
+                )?;
+            }
+        }
+        plan::HostStep::SharedMountPoint { path, bind } => {
+            use nix::mount::{mount, MsFlags};
+            let none: Option<&str> = None;
+            if *bind {
+                mount(
+                    Some(path),
+                    path,
+                    none,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    none,
+                )
+                .map_err(|e| fail("bind-mounting onto itself".into(), path)(e.into()))?;
+            }
+            mount(none, path, none, MsFlags::MS_SHARED, none)
+                .map_err(|e| fail("making shared".into(), path)(e.into()))?;
+            tracing::info!(
+                path = %path.display(),
+                "made {} a shared mount point of its own (an rshared volume's source)",
+                path.display()
+            );
+        }
     }
     Ok(())
 }
