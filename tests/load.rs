@@ -276,6 +276,20 @@ fn podman_save_archives_load_offline() {
         None,
         &image,
     );
+    // And podman reads what skiff saves, in both formats, under the name skiff gave it.
+    std::fs::remove_dir_all(&pm).unwrap();
+    for (i, format) in ["oci-archive", "docker-archive"].iter().enumerate() {
+        let f = w.p(&format!("skiff-saved-{i}.tar"));
+        ok(w.offline(
+            &root,
+            &["save", &image, &format!("{format}:{}", f.display())],
+        ));
+        let out = podman(&["load", "-i", &f.display().to_string()]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&image),
+            "{format}: {out:?}"
+        );
+    }
 }
 
 /// A policy that trusts only `key` for `scope`.

@@ -107,6 +107,24 @@ fn open(loc: &Location) -> Result<Opened, TransportError> {
     })
 }
 
+/// Opens a source and reads what a load reads before the store is touched: the top document
+/// (checked against its descriptor and parsed) and the signatures the source carries for it.
+/// Returns its digest and the name it carries. For checking a disk, and for fuzzing.
+pub fn probe(loc: &Location) -> Result<(Digest, Option<String>), LocalError> {
+    let (src, top, name) = open(loc)?;
+    let body = src.document(&top.digest)?;
+    let parsed = crate::manifest::parse_document(&body, top.media_type.as_deref())?;
+    if parsed.digest != top.digest {
+        return Err(format!(
+            "{loc}: the top document hashes to {}, not {}",
+            parsed.digest, top.digest
+        )
+        .into());
+    }
+    src.signatures(&top.digest)?;
+    Ok((top.digest, name))
+}
+
 /// Loads an image; returns the name it is listed under and the image.
 pub fn load(store: &Store, req: &LoadRequest) -> Result<(Reference, Image), LoadError> {
     let loc = req.source.absolute();

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use load::{load, LoadError, LoadRequest};
+pub use dir::parse_signature as parse_dir_signature;
+pub use load::{load, probe, LoadError, LoadRequest};
 pub use save::{save, SaveError};
 
 /// Where an image is (or goes), in containers-transports(5) syntax.
