@@ -734,6 +734,13 @@ fn a_multi_platform_index_loads_the_hosts_platform_or_all() {
     ok(w.offline(&all, &["load", "--all", &source, name]));
     assert_eq!(inspect(&all, "linux/arm64")["Manifest"], arm.digest());
     assert_eq!(inspect(&all, "linux/amd64")["Manifest"], amd.digest());
+    // skopeo's dir: copy of every platform keeps the instances beside the index.
+    let dir = format!("dir:{}", w.p("multi-dir").display());
+    w.skopeo_copy(&["--all"], Some(&src), &dir);
+    let from_dir = w.p("from-dir");
+    ok(w.offline(&from_dir, &["load", "--all", &dir, name]));
+    assert_eq!(inspect(&from_dir, "linux/arm64")["Manifest"], arm.digest());
+    assert_eq!(inspect(&from_dir, "linux/amd64")["Manifest"], amd.digest());
     let e = fails(w.offline(
         &w.p("none"),
         &["load", "--platform", "linux/s390x", &source, name],
