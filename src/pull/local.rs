@@ -105,6 +105,29 @@ pub(super) fn ingest_blob(
     Ok(ingest.commit()?)
 }
 
+/// With `--all`: the index's images for the platforms other than `image`'s, each once.
+fn other_platforms(
+    source: &Source,
+    name: &str,
+    top: &Digest,
+    image: &Image,
+    platforms: Vec<Platform>,
+) -> Result<Vec<Image>, PullError> {
+    let mut others: Vec<Image> = Vec::new();
+    for p in platforms {
+        if p.satisfies(&image.platform) && image.platform.satisfies(&p) {
+            continue;
+        }
+        let index = source.verified_manifest(name, top, Expected::default(), false)?;
+        let other = resolve_document(source, name, index, &p, true)?;
+        if other.manifest != image.manifest && !others.iter().any(|o| o.manifest == other.manifest)
+        {
+            others.push(other);
+        }
+    }
+    Ok(others)
+}
+
 /// Loads an image from `src` into the store: documents, the policy's verdict, then blobs.
 pub fn pull_local(
     store: &Store,
@@ -135,19 +158,7 @@ pub fn pull_local(
         _ => Vec::new(),
     };
     let image = resolve_document(&source, &name, top, &req.platform, req.platform_explicit)?;
-    let mut others = Vec::new();
-    for p in platforms {
-        if p.satisfies(&image.platform) && image.platform.satisfies(&p) {
-            continue;
-        }
-        let top = source.verified_manifest(&name, &req.top.digest, Expected::default(), false)?;
-        let other = resolve_document(&source, &name, top, &p, true)?;
-        if other.manifest != image.manifest
-            && !others.iter().any(|o: &Image| o.manifest == other.manifest)
-        {
-            others.push(other);
-        }
-    }
+    let others = other_platforms(&source, &name, &req.top.digest, &image, platforms)?;
     // The policy for REFERENCE, on the signatures the store keeps and those the source
     // carries; a refused image's documents are given back by the caller.
     let fetch = |digests: &[Digest], _budgeted: bool| {

@@ -119,6 +119,45 @@ fn pick(
     }
 }
 
+/// Each layer as an uncompressed tar whose digest is its diff_id (the store's check of the
+/// blob is then the diff_id check); a compressed one is refused by name.
+fn layer_descriptors<'a, F: Files>(
+    files: &F,
+    paths: &[String],
+    diff_ids: &[Digest],
+    members: &mut BTreeMap<Digest, String>,
+) -> Result<Vec<Desc<'a>>, TransportError> {
+    let src = files.path();
+    let mut layers = Vec::new();
+    for (path, diff_id) in paths.iter().zip(diff_ids) {
+        let mut o = files.open(path)?.ok_or_else(|| TransportError::Missing {
+            source_path: src.to_path_buf(),
+            member: path.clone(),
+        })?;
+        let mut magic = [0u8; 4];
+        let n = o
+            .reader
+            .read(&mut magic)
+            .map_err(|e| TransportError::read(src, path, e))?;
+        if magic[..n].starts_with(&[0x1f, 0x8b])
+            || magic[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        {
+            return Err(TransportError::Hostile {
+                source_path: src.to_path_buf(),
+                member: path.clone(),
+                why: "is compressed; a docker-archive holds uncompressed layer tars".into(),
+            });
+        }
+        members.insert(diff_id.clone(), path.clone());
+        layers.push(Desc {
+            media_type: OCI_LAYER_TAR,
+            digest: diff_id.to_string(),
+            size: o.size,
+        });
+    }
+    Ok(layers)
+}
+
 impl<F: Files> DockerSource<F> {
     /// Reads `manifest.json` and the config, and makes the manifest. Returns the name the
     /// image carries (its first RepoTag).
@@ -182,32 +221,7 @@ impl<F: Files> DockerSource<F> {
         }
         let mut members = BTreeMap::new();
         members.insert(config_digest.clone(), item.config.clone());
-        let mut layers = Vec::new();
-        for (path, diff_id) in item.layers.iter().zip(&parsed.diff_ids) {
-            let mut o = files.open(path)?.ok_or_else(|| TransportError::Missing {
-                source_path: src.clone(),
-                member: path.clone(),
-            })?;
-            let mut magic = [0u8; 4];
-            let n = o
-                .reader
-                .read(&mut magic)
-                .map_err(|e| TransportError::read(&src, path, e))?;
-            if magic[..n].starts_with(&[0x1f, 0x8b])
-                || magic[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-            {
-                return Err(hostile(
-                    path,
-                    "is compressed; a docker-archive holds uncompressed layer tars".into(),
-                ));
-            }
-            members.insert(diff_id.clone(), path.clone());
-            layers.push(Desc {
-                media_type: OCI_LAYER_TAR,
-                digest: diff_id.to_string(),
-                size: o.size,
-            });
-        }
+        let layers = layer_descriptors(&files, &item.layers, &parsed.diff_ids, &mut members)?;
         let m = Manifest {
             schema_version: 2,
             media_type: OCI_MANIFEST,
