@@ -750,3 +750,69 @@ fn a_multi_platform_index_loads_the_hosts_platform_or_all() {
         "{e}"
     );
 }
+
+/// Peak RSS (KiB) of `cmd`, run as the only child of a fresh Python process.
+fn peak_rss_kib(cmd: &mut Command) -> (std::process::Output, u64) {
+    let mut py = Command::new("python3");
+    py.args([
+        "-c",
+        "import resource, subprocess, sys\n\
+         p = subprocess.run(sys.argv[1:])\n\
+         print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n\
+         sys.exit(p.returncode)",
+    ]);
+    py.arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => py.env(k, v),
+            None => py.env_remove(k),
+        };
+    }
+    let out = py.output().unwrap();
+    let rss = stderr(&out)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the peak RSS");
+    (out, rss)
+}
+
+#[test]
+fn a_large_archive_loads_with_flat_memory() {
+    let w = World::new();
+    const SIZE: usize = 128 << 20;
+    let layer = tar(&[file("data.bin", &noise(SIZE, 7), 0o644)]);
+    let spec = Spec {
+        format: Format::Oci,
+        comp: Comp::None,
+        ..Spec::default()
+    };
+    let img = build(&[layer], &spec);
+    push(&w.reg.url(), "src/big", "v1", &img);
+    let archive = w.p("big.tar");
+    let src = format!("docker://{}/src/big:v1", w.reg.host());
+    w.skopeo_copy(
+        &[],
+        Some(&src),
+        &format!("oci-archive:{}:v1", archive.display()),
+    );
+    drop(img);
+    let root = &w.env.root;
+    let mut load = w.env.skiff_cmd(&[
+        "load",
+        &format!("oci-archive:{}:v1", archive.display()),
+        "load.test/big:v1",
+    ]);
+    let (out, rss) = peak_rss_kib(&mut load);
+    ok(out);
+    let archive_kib = std::fs::metadata(&archive).unwrap().len() / 1024;
+    // Streamed: the archive is never held, whole or in part beyond a buffer.
+    assert!(
+        rss < archive_kib / 3,
+        "peak RSS {rss} KiB for a {archive_kib} KiB archive"
+    );
+    assert!(!root.join("tmp").read_dir().unwrap().any(|e| e
+        .unwrap()
+        .metadata()
+        .is_ok_and(|m| m.len() > (SIZE / 2) as u64)));
+}
