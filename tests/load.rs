@@ -734,6 +734,11 @@ fn a_multi_platform_index_loads_the_hosts_platform_or_all() {
     ok(w.offline(&all, &["load", "--all", &source, name]));
     assert_eq!(inspect(&all, "linux/arm64")["Manifest"], arm.digest());
     assert_eq!(inspect(&all, "linux/amd64")["Manifest"], amd.digest());
+    // A REFERENCE pinned by digest must name what the source holds.
+    let pinned = format!("load.test/multi@{}", amd.digest());
+    let e = fails(w.offline(&w.p("pinned"), &["load", &source, &pinned]));
+    assert!(e.contains("pinned") && e.contains(&sha(&idx)), "{e}");
+    assert_eq!(blob_count(&w.p("pinned")), 0);
     // skopeo's dir: copy of every platform keeps the instances beside the index.
     let dir = format!("dir:{}", w.p("multi-dir").display());
     w.skopeo_copy(&["--all"], Some(&src), &dir);
