@@ -158,13 +158,36 @@ def scenario_policies(skiff, d, regdir, start_rounds, rounds):
     return out
 
 
+def scenario_load(skiff, d, archive, rounds):
+    """An air-gapped host: load of an image from an oci-archive (as `podman save` or `skopeo
+    copy` write it) into a fresh store, skiff against `podman load` of the same file, each to a
+    durable result. Peak RSS shows whether the archive is streamed."""
+    podman = f"podman --root {d}/podman/root --runroot {d}/podman/run --storage-driver overlay"
+    tools = {
+        "skiff": f"{skiff} --root {d}/skiff load oci-archive:{archive} localhost/bench:v1 >/dev/null 2>&1; sync",
+        "podman load": f"{podman} load -q -i {archive} >/dev/null; sync",
+    }
+
+    def prep(_name):
+        for sub in ("skiff", "podman"):
+            sh(f"rm -rf {d}/{sub}", check=False)
+        sh("sync")
+    size = os.path.getsize(archive)
+    res = summarize(f"Scenario 8: load from an oci-archive ({size / 2**20:.0f} MiB file) into a fresh store",
+                    alternate(tools, rounds, prep))
+    for n in res:
+        res[n]["archive_bytes"] = size
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skiff", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--start-rounds", type=int, default=20)
     ap.add_argument("--hosts", type=int, default=16)
-    ap.add_argument("--only", default="1,2,3,5,6,7")
+    ap.add_argument("--only", default="1,2,3,5,6,7,8")
+    ap.add_argument("--load-image", default="bench-v1", help="the layout tag scenario 8 archives (small-v1 for a quick run)")
     ap.add_argument("--compare", help="another skiff binary (say, main's) to run beside --skiff in scenarios 1 and 3")
     a = ap.parse_args()
     only = set(a.only.split(","))
@@ -303,6 +326,13 @@ def main():
         if "7" in only:
             print("scenario 7", file=sys.stderr)
             report["scenarios"].update(scenario_policies(skiff, disk, regdir, a.start_rounds, a.rounds))
+        if "8" in only:
+            print("scenario 8", file=sys.stderr)
+            archive = os.path.join(CACHE, f"{a.load_image}.oci.tar")
+            if not os.path.exists(archive):
+                sh(f"skopeo copy -q oci:{layout}:{a.load_image} oci-archive:{archive}:v1")
+            os.makedirs(disk, exist_ok=True)
+            report["scenarios"]["8-load-archive"] = scenario_load(skiff, disk, archive, a.rounds)
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         path = os.path.join(HERE, "results", datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
         json.dump(report, open(path, "w"), indent=2)

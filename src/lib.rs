@@ -14,6 +14,7 @@ pub mod reference;
 pub mod registry;
 pub mod run;
 pub mod store;
+pub mod transport;
 pub mod trust;
 pub mod unpack;
 pub mod wrapper;

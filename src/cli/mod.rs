@@ -1,6 +1,7 @@
 //! The command line: clap structs turned into one validated configuration, then dispatched.
 
 mod images;
+mod load;
 mod progress;
 mod run;
 
@@ -179,6 +180,10 @@ pub enum Command {
     },
     /// Remove blobs and layers that no reference uses and no running payload holds.
     Gc,
+    /// Load an image from an image layout or archive (air-gapped hosts), verified as a pull.
+    Load(load::LoadArgs),
+    /// Save a stored image as an image layout or archive, for hosts without a registry.
+    Save(load::SaveArgs),
     /// Re-check every blob in the store against its digest.
     Verify {
         /// Drop damaged blobs (a later pull fetches them again).
@@ -336,6 +341,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pin { image, write } => run::pin(&cli, image, write.as_deref()),
         Command::Gc => images::gc(&open_store(&cli)?),
         Command::Verify { repair } => images::verify(&open_store(&cli)?, *repair),
+        Command::Load(args) => load::load(&cli, args),
+        Command::Save(args) => load::save(&cli, args),
     }
 }
 
