@@ -148,6 +148,9 @@ pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
         println!("exec {}", crate::run::describe_argv(&prepared).join(" "));
         return Ok(());
     }
+    // A foreign image without a binfmt_misc handler would fail at execve with a bare ENOEXEC,
+    // after every mount: say so now.
+    crate::run::foreign::check(&img.platform).with_context(|| format!("running {}", img.digest))?;
     // gc must not remove these layers while the payload (this PID, after exec) runs.
     store.take_lease(&unpacked.trees)?;
     drop(store);
