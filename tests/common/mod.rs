@@ -2,6 +2,7 @@
 //! the skiff binary.
 #![allow(dead_code)]
 
+pub mod arm64;
 pub mod container;
 pub mod image;
 pub mod pki;
@@ -118,7 +119,7 @@ impl Env {
         self.skiff_cmd_via(ip, args)
     }
 
-    fn skiff_cmd_via(&self, mut c: Command, args: &[&str]) -> Command {
+    pub fn skiff_cmd_via(&self, mut c: Command, args: &[&str]) -> Command {
         c.arg("--root").arg(&self.root).args(args);
         // The host's /etc/containers/policy.json is not the test's: every test runs under an
         // accept-all policy of its own unless it passes --policy.
