@@ -212,51 +212,9 @@ fn units_follow_the_rules() {
     );
 }
 
-/// The man pages and completions gen-docs writes, generated the same way from the CLI.
-pub fn docs(dir: &std::path::Path) -> std::path::PathBuf {
-    use clap::CommandFactory;
-    let (man, completions) = (dir.join("man"), dir.join("completions"));
-    std::fs::create_dir_all(&man).unwrap();
-    std::fs::create_dir_all(&completions).unwrap();
-    let cmd = skiff::cli::Cli::command();
-    clap_mangen::generate_to(cmd.clone(), &man).unwrap();
-    for shell in [
-        clap_complete::Shell::Bash,
-        clap_complete::Shell::Zsh,
-        clap_complete::Shell::Fish,
-    ] {
-        clap_complete::generate_to(shell, &mut cmd.clone(), "skiff", &completions).unwrap();
-    }
-    dir.to_path_buf()
-}
-
 /// packaging/mksysext.py for `arch` over `binary`: the image's path.
 fn mksysext(env: &Env, binary: &std::path::Path, arch: &str) -> std::path::PathBuf {
-    let docs = env.path().join("docs");
-    if !docs.exists() {
-        self::docs(&docs);
-    }
-    let out = env.path().join("out");
-    let o = run_ok(
-        std::process::Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/packaging/mksysext.py"
-            ))
-            .args(["--binary", binary.to_str().unwrap(), "--arch", arch])
-            .args([
-                "--version",
-                "1.2.3",
-                "--url",
-                "https://releases.example/skiff/",
-            ])
-            .args(["--units", concat!(env!("CARGO_MANIFEST_DIR"), "/units")])
-            .arg("--docs")
-            .arg(&docs)
-            .arg("--out")
-            .arg(&out),
-    );
-    std::path::PathBuf::from(stdout(&o).trim())
+    common::sysext::mksysext(env.path(), binary, arch, "1.2.3")
 }
 
 /// `unsquashfs -lls`: path -> (mode string, owner, symlink target).

@@ -9,6 +9,7 @@ pub mod pki;
 pub mod proxy;
 pub mod registry;
 pub mod sign;
+pub mod sysext;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
