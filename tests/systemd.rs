@@ -364,6 +364,13 @@ fn the_sysext_merges_its_units_run_an_image_and_unmerge_leaves_the_store() {
     c.ok("systemctl daemon-reload");
     assert_eq!(c.prop("fleet.service", "LoadState"), "not-found");
     assert_eq!(c.ok("ls /var/lib/skiff"), store, "the store stays");
-    // And back: refresh merges it again.
+    // And back: refresh merges it again. An extension whose extension-release says
+    // ARCHITECTURE=arm64 (the arm64 image's, as mksysext writes it) is left out on this x86-64
+    // host.
+    c.ok("mkdir -p /run/extensions/skiffarm/usr/lib/extension-release.d /run/extensions/skiffarm/usr/bin && echo arm > /run/extensions/skiffarm/usr/bin/skiff-arm64-marker && printf 'ID=flatcar\\nSYSEXT_LEVEL=1.0\\nARCHITECTURE=arm64\\n' > /run/extensions/skiffarm/usr/lib/extension-release.d/extension-release.skiffarm");
     c.ok("systemd-sysext refresh && test -x /usr/bin/skiff");
+    c.ok("test ! -e /usr/bin/skiff-arm64-marker");
+    // The same extension saying x86-64 is merged: the architecture was the reason.
+    c.ok("sed -i s/=arm64/=x86-64/ /run/extensions/skiffarm/usr/lib/extension-release.d/extension-release.skiffarm && systemd-sysext refresh");
+    c.ok("test -e /usr/bin/skiff-arm64-marker && test -x /usr/bin/skiff");
 }
