@@ -164,9 +164,15 @@ impl Binfmt {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForeignError {
     #[error("this image is {image}; this host cannot run it: no binfmt_misc handler for {arch} (install qemu-user-static, whose handlers the kernel then uses)")]
-    NoHandler { image: Platform, arch: &'static str },
+    NoHandler {
+        image: Box<Platform>,
+        arch: &'static str,
+    },
     #[error("this image is {image}; this host ({host}) cannot run it: skiff knows no ELF machine for {}", .image.architecture)]
-    UnknownArch { image: Platform, host: Platform },
+    UnknownArch {
+        image: Box<Platform>,
+        host: Box<Platform>,
+    },
 }
 
 /// How the payload will run: natively, or through the named binfmt_misc handler.
@@ -187,8 +193,8 @@ pub fn decide(image: &Platform, host: &Platform, binfmt: &Binfmt) -> Result<Runs
     }
     let Some(elf) = ElfArch::of(&image.architecture) else {
         return Err(ForeignError::UnknownArch {
-            image: image.clone(),
-            host: host.clone(),
+            image: Box::new(image.clone()),
+            host: Box::new(host.clone()),
         });
     };
     let header = elf.header();
@@ -198,7 +204,7 @@ pub fn decide(image: &Platform, host: &Platform, binfmt: &Binfmt) -> Result<Runs
         .find(|h| binfmt.enabled && h.enabled && h.matches(&header))
         .map(|h| Runs::Through(h.name.clone()))
         .ok_or_else(|| ForeignError::NoHandler {
-            image: image.clone(),
+            image: Box::new(image.clone()),
             arch: elf.name,
         })
 }
