@@ -160,6 +160,9 @@ pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
         println!("exec {}", crate::run::describe_argv(&prepared).join(" "));
         return Ok(());
     }
+    // A foreign image without a binfmt_misc handler would fail at execve with a bare ENOEXEC,
+    // after every mount: say so now.
+    crate::run::foreign::check(&img.platform).with_context(|| format!("running {}", img.digest))?;
     for note in notes {
         tracing::info!(variable = %note.var, argument = %note.arg, became = %note.became, "wrapper argument");
     }

@@ -4,6 +4,7 @@
 mod apply;
 mod caps;
 mod exec;
+pub mod foreign;
 mod mountinfo;
 pub mod plan;
 mod presets;
@@ -88,6 +89,8 @@ pub enum RunError {
         #[source]
         source: Errno,
     },
+    #[error(transparent)]
+    Foreign(#[from] foreign::ForeignError),
     #[error("reading {path}")]
     Read {
         path: PathBuf,
@@ -277,6 +280,17 @@ fn thread_count() -> usize {
         .unwrap_or(0)
 }
 
+/// The threads this process has when only skiff's own one is left: one, or two under user-mode
+/// emulation (an aarch64 skiff run by qemu-user on an x86-64 kernel shares its process with
+/// the emulator's RCU thread). The kernel's architecture, which qemu-user does not emulate,
+/// differs from the one skiff was built for only then.
+fn expected_threads() -> usize {
+    match std::fs::read_to_string("/proc/sys/kernel/arch") {
+        Ok(k) if k.trim() != std::env::consts::ARCH => 2,
+        _ => 1,
+    }
+}
+
 /// Enters the namespaces, mounts, and execs the payload. Returns only on failure (or, with a
 /// private PID namespace, never: the supervisor exits with the payload's status).
 pub fn run(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
@@ -290,12 +304,13 @@ pub fn run(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
     // pull's threads must all be gone by now. They were joined, but a joined thread can still
     // be leaving the kernel (and still share our fs context) for a moment: wait it out.
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let expected = expected_threads();
     let mut threads = thread_count();
-    while threads != 1 && std::time::Instant::now() < deadline {
+    while threads != expected && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
         threads = thread_count();
     }
-    if threads != 1 {
+    if threads != expected {
         return Err(RunError::Threads(threads));
     }
     let iso = &opts.isolation;
