@@ -9,7 +9,7 @@ use nix::sys::stat::SFlag;
 
 use super::archive::{Kind as Type, Member};
 use super::meta::{allowed_xattr, Meta};
-use crate::fs::root::{InnerPath, Kind, Root, RootError};
+use crate::fs::root::{At, InnerPath, Kind, Root, RootError};
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -40,6 +40,10 @@ pub enum EntryError {
     /// depends on the lower layers.
     #[error("whiteout of {0:?} below a directory that is not in this layer")]
     LowerWhiteout(String),
+    /// An entry below a directory this layer does not carry: that directory takes the
+    /// metadata the lower layers give it, so it is made once they are known.
+    #[error("{0:?} is below a directory that is not in this layer")]
+    LowerParent(String),
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -67,6 +71,8 @@ pub struct Applier<'r> {
     /// unpacked alone, and again with its lower layers only when an entry needs them.
     lower: Option<&'r [Root]>,
     dirs: Vec<(Option<InnerPath>, Meta)>,
+    /// Where in `dirs` each directory's latest metadata is (`None`: the layer root).
+    latest: std::collections::HashMap<Option<std::path::PathBuf>, usize>,
 }
 
 fn meta_of(m: &Member) -> Result<Meta, EntryError> {
@@ -124,6 +130,7 @@ impl<'r> Applier<'r> {
             root,
             lower,
             dirs: Vec::new(),
+            latest: std::collections::HashMap::new(),
         }
     }
 
@@ -133,7 +140,7 @@ impl<'r> Applier<'r> {
         let Some(path) = InnerPath::parse(&m.path)? else {
             // "./" itself: the layer root's own metadata.
             if m.kind == Type::Dir {
-                self.dirs.push((None, meta_of(m)?));
+                self.push_dir(None, meta_of(m)?);
             }
             return Ok(());
         };
@@ -141,11 +148,17 @@ impl<'r> Applier<'r> {
             return self.whiteout(&path, hidden, m.kind);
         }
         let meta = meta_of(m)?;
-        let at = self.root.parent(&path, true)?;
+        let at = self.parent_of(&path)?;
         match m.kind {
             Type::Dir => {
-                at.mkdir(0o700)?;
-                self.dirs.push((Some(path), meta));
+                // This layer's whiteout of the name, then the name as a directory: the lower
+                // one is gone, so none of its contents shows through.
+                let replaces_whiteout = super::lower::is_whiteout(&at)?;
+                let f = at.mkdir(0o700)?;
+                if replaces_whiteout {
+                    mark_opaque(&f)?;
+                }
+                self.push_dir(Some(path), meta);
             }
             Type::File => {
                 let mut f = at.create_file()?;
@@ -162,6 +175,12 @@ impl<'r> Applier<'r> {
             }
             Type::Hardlink => {
                 let target = InnerPath::parse(&m.link)?.ok_or(EntryError::HardlinkToRoot)?;
+                if target.relative() == path.relative() {
+                    // GNU tar writes one when a file is named twice (`tar cf l.tar dir
+                    // dir/file`); it and Python's tarfile keep the file and skip the link.
+                    tracing::debug!(entry = %path.display(), "skipping a hardlink to itself");
+                    return Ok(());
+                }
                 let found = match self.root.parent(&target, false) {
                     Ok(t) if t.kind()? != Kind::Missing => Some(t),
                     Ok(_)
@@ -173,7 +192,7 @@ impl<'r> Applier<'r> {
                 };
                 match found {
                     Some(t) => at.hardlink(&t)?,
-                    None => self.copy_from_lower(&target, &at)?,
+                    None => self.link_from_lower(&target, &at)?,
                 }
             }
             Type::Fifo => {
@@ -189,53 +208,62 @@ impl<'r> Applier<'r> {
         Ok(())
     }
 
-    /// A hardlink into a lower layer becomes a copy in this one (layers are separate trees;
-    /// the overlay shows the same content). The topmost lower layer with the path decides; a
-    /// whiteout there means the target does not exist.
-    fn copy_from_lower(
-        &self,
-        target: &InnerPath,
-        at: &crate::fs::root::At,
-    ) -> Result<(), EntryError> {
+    /// The directory `path` goes in. Directories above it that this layer does not carry are
+    /// made as the lower layers have them (see `make_parents_like`).
+    fn parent_of<'p>(&mut self, path: &'p InnerPath) -> Result<At<'p>, EntryError> {
+        match self.root.parent(path, false) {
+            Err(RootError::Sys {
+                source: nix::errno::Errno::ENOENT,
+                ..
+            }) => {
+                let Some(lowers) = self.lower else {
+                    return Err(EntryError::LowerParent(path.display()));
+                };
+                self.make_parents_like(lowers, path)?;
+                Ok(self.root.parent(path, false)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// A hardlink into a lower layer is a hardlink to that layer tree's file (the store holds
+    /// every tree on one filesystem), so a flattened tree can keep the two names one inode, as
+    /// applying the layers in order does; a copy where the link cannot be made. The topmost
+    /// lower layer with the path decides; a whiteout there means the target does not exist.
+    fn link_from_lower(&self, target: &InnerPath, at: &At) -> Result<(), EntryError> {
         let not_found = || EntryError::LowerLink(target.display());
         let Some(lowers) = self.lower else {
             return Err(not_found());
         };
-        for lower in lowers {
-            let t = match lower.parent(target, false) {
-                Ok(t) => t,
-                Err(RootError::Sys {
-                    source: nix::errno::Errno::ENOENT,
-                    ..
-                }) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            match t.kind()? {
-                Kind::Missing => continue,
-                Kind::Dir => return Err(EntryError::HardlinkToDir),
-                Kind::Other => {}
-            }
-            if !t.is_file()? {
-                // A whiteout (or any non-file) hides or cannot be the target.
-                return Err(not_found());
-            }
-            let mut src = t.open(OFlag::O_RDONLY)?;
-            let st = nix::sys::stat::fstat(&src).map_err(errno("reading the hardlink target"))?;
-            let mut out = at.create_file()?;
-            crate::fs::copy::copy_sparse(&mut src, &mut out)
-                .map_err(io("copying a hardlinked file from a lower layer"))?;
-            let meta = Meta {
-                uid: st.st_uid,
-                gid: st.st_gid,
-                mode: st.st_mode & 0o7777,
-                mtime: st.st_mtime,
-                xattrs: vec![],
-            };
-            return meta
-                .apply(&out)
-                .map_err(errno("setting owner, mode or times"));
+        let Some(t) = super::lower::find(lowers, target)? else {
+            return Err(not_found());
+        };
+        if t.kind()? == Kind::Dir {
+            return Err(EntryError::HardlinkToDir);
         }
-        Err(not_found())
+        if !t.is_file()? {
+            return Err(not_found());
+        }
+        match at.hardlink(&t) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(entry = %target.display(), error = %e, "copying a lower file instead of linking it");
+            }
+        }
+        let mut src = t.open(OFlag::O_RDONLY)?;
+        let st = nix::sys::stat::fstat(&src).map_err(errno("reading the hardlink target"))?;
+        let mut out = at.create_file()?;
+        crate::fs::copy::copy_sparse(&mut src, &mut out)
+            .map_err(io("copying a hardlinked file from a lower layer"))?;
+        let meta = Meta {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            mtime: st.st_mtime,
+            xattrs: vec![],
+        };
+        meta.apply(&out)
+            .map_err(errno("setting owner, mode or times"))
     }
 
     fn whiteout(&mut self, path: &InnerPath, hidden: &[u8], kind: Type) -> Result<(), EntryError> {
@@ -244,20 +272,31 @@ impl<'r> Applier<'r> {
         }
         if path.name() == OPAQUE {
             // The directory's lower contents are hidden; create it if this layer has no entry.
-            let dir = path.parent();
-            let f = match &dir {
-                Some(d) => self.root.parent(d, true)?.mkdir(0o755)?,
-                None => return Err(EntryError::OpaqueAtRoot),
+            let Some(dir) = path.parent() else {
+                return Err(EntryError::OpaqueAtRoot);
             };
-            return crate::fs::root::set_xattr(&f, "trusted.overlay.opaque", b"y").map_err(errno(
-                "marking a directory opaque (does the store's filesystem support trusted xattrs?)",
-            ));
+            // The directory itself too, when the layer does not carry it.
+            self.parent_of(path)?;
+            let f = self
+                .root
+                .parent(&dir, false)?
+                .open(OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+            return mark_opaque(&f);
         }
         if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.starts_with(WHITEOUT) {
             return Err(EntryError::WhiteoutName);
         }
         let target = path.with_name(hidden);
         let at = match self.root.parent(&target, false) {
+            // This layer's own entry of the name: a whiteout applies to the lower layers only
+            // (OCI image spec), so it stays, and a directory of this layer hides theirs.
+            Ok(at) if at.kind()? == Kind::Dir => {
+                return mark_opaque(&at.open(OFlag::O_RDONLY | OFlag::O_DIRECTORY)?)
+            }
+            Ok(at) if at.kind()? == Kind::Other && !super::lower::is_whiteout(&at)? => {
+                tracing::debug!(entry = %path.display(), "a whiteout of this layer's own entry removes only what lies below");
+                return Ok(());
+            }
             Ok(at) => at,
             // Below a non-directory of this layer: nothing there to remove.
             Err(RootError::Sys {
@@ -287,8 +326,10 @@ impl<'r> Applier<'r> {
     }
 
     /// Makes the directories above `target` that this layer lacks, each with the owner, mode,
-    /// times and xattrs of the lower directory it stands over: the overlay takes a merged
-    /// directory's metadata from the upper one, so a made-up 0755 root would change it.
+    /// times and xattrs of the nearest lower directory it stands over (applying the layers in
+    /// order leaves that one as it was, and the overlay takes a merged directory's metadata
+    /// from the upper tree, so a made-up 0755 root would change it); 0755 root where no lower
+    /// layer has it.
     fn make_parents_like(&mut self, lowers: &[Root], target: &InnerPath) -> Result<(), EntryError> {
         let mut chain = Vec::new();
         let mut cur = target.parent();
@@ -301,23 +342,38 @@ impl<'r> Applier<'r> {
             if at.kind()? == Kind::Dir {
                 continue;
             }
-            let lower = lowers
-                .iter()
-                .map(|l| l.path().join(dir.relative()))
-                .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
-            let meta = match lower {
-                Some(p) => {
-                    super::flatten::read_meta(&p).map_err(io("reading a lower directory"))?
-                }
-                None => Meta {
-                    mode: 0o755,
-                    ..Meta::default()
-                },
+            let meta = match super::lower::dir(lowers, &dir)? {
+                Some(f) => Meta::read(&f).map_err(io("reading a lower directory"))?,
+                None => self.new_dir_meta(&dir),
             };
             at.mkdir(0o700)?;
-            self.dirs.push((Some(dir), meta));
+            self.push_dir(Some(dir), meta);
         }
         Ok(())
+    }
+
+    fn push_dir(&mut self, path: Option<InnerPath>, meta: Meta) {
+        self.latest
+            .insert(path.as_ref().map(InnerPath::relative), self.dirs.len());
+        self.dirs.push((path, meta));
+    }
+
+    /// A directory no layer has, as `mkdir` makes it when applying the layers in order (GNU
+    /// tar, umoci): 0755 root, but below a setgid directory (Debian's `/usr/local`, 2775
+    /// root:staff) setgid with that directory's group, as the kernel gives it.
+    fn new_dir_meta(&self, dir: &InnerPath) -> Meta {
+        let parent = dir.parent().map(|p| p.relative());
+        let parent_meta = self.latest.get(&parent).map(|&i| &self.dirs[i].1);
+        let (mode, gid) = match parent_meta {
+            Some(p) if p.mode & 0o2000 != 0 => (0o2755, p.gid),
+            _ => (0o755, 0),
+        };
+        Meta {
+            mode,
+            gid,
+            mtime: now(),
+            ..Meta::default()
+        }
     }
 
     /// Applies directory metadata, deepest first.
@@ -342,29 +398,22 @@ impl<'r> Applier<'r> {
     }
 }
 
-/// Whether the parent of `target` is a directory in the image below this layer: the topmost
-/// lower layer that has the path decides (a whiteout or a file there means no).
+/// Whether the parent of `target` is a directory in the image below this layer.
 fn parent_is_lower_dir(lowers: &[Root], target: &InnerPath) -> Result<bool, EntryError> {
     let Some(dir) = target.parent() else {
         return Ok(true);
     };
-    for lower in lowers {
-        match lower.parent(&dir, false) {
-            Ok(at) => match at.kind()? {
-                Kind::Missing => continue,
-                Kind::Dir => return Ok(true),
-                Kind::Other => return Ok(false),
-            },
-            Err(RootError::Sys {
-                source: nix::errno::Errno::ENOENT,
-                ..
-            }) => continue,
-            Err(RootError::Sys {
-                source: nix::errno::Errno::ENOTDIR,
-                ..
-            }) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(false)
+    Ok(super::lower::dir(lowers, &dir)?.is_some())
+}
+
+fn mark_opaque(f: &File) -> Result<(), EntryError> {
+    crate::fs::root::set_xattr(f, "trusted.overlay.opaque", b"y").map_err(errno(
+        "marking a directory opaque (does the store's filesystem support trusted xattrs?)",
+    ))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

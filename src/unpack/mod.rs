@@ -8,6 +8,7 @@
 mod archive;
 mod entry;
 mod flatten;
+mod lower;
 mod meta;
 
 use std::fs::File;
@@ -146,14 +147,18 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
             todo.push(l);
         }
     }
-    // Layers are independent until mounted, except for a hardlink into a lower layer or a
-    // whiteout below a directory the layer lacks (rare): such a layer is unpacked again after
-    // the others, with them to look at.
+    // Layers are independent until mounted, except for a hardlink into a lower layer, or a
+    // whiteout or an entry below a directory the layer lacks (which takes the lower one's
+    // metadata): such a layer is unpacked again after the others, with them to look at. The
+    // bottom layer has nothing below it, which is known at once.
     let deferred = std::sync::Mutex::new(Vec::new());
+    let bottom = image.layers.first().map(TreeKey::of_layer);
     crate::parallel::for_each(&todo, crate::parallel::cores(), |l| {
-        match unpack_layer(store, l, None) {
+        let lower: Option<&[PathBuf]> = (bottom == Some(TreeKey::of_layer(l))).then_some(&[]);
+        match unpack_layer(store, l, lower) {
             Err(UnpackError::Entry {
-                source: EntryError::LowerLink(_) | EntryError::LowerWhiteout(_),
+                source:
+                    EntryError::LowerLink(_) | EntryError::LowerWhiteout(_) | EntryError::LowerParent(_),
                 ..
             }) => {
                 deferred
