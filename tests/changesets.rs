@@ -96,7 +96,9 @@ fn gnu_apply(layers: &[PathBuf], out: &Path) {
         let list = run_ok(Command::new("tar").arg("-tf").arg(l)).stdout;
         for entry in String::from_utf8(list).unwrap().lines() {
             let p = Path::new(entry.trim_start_matches("./"));
-            let name = p.file_name().unwrap().to_str().unwrap();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
             let Some(hidden) = name.strip_prefix(".wh.") else {
                 continue;
             };
@@ -161,8 +163,12 @@ struct Case {
 
 impl Case {
     fn new(layers: &[PathBuf], env: Env) -> Case {
-        let reg = env.registry();
         let layout = umoci_image(env.path(), layers);
+        Case::of_layout(layout, env)
+    }
+
+    fn of_layout(layout: String, env: Env) -> Case {
+        let reg = env.registry();
         let r = format!("{}/changesets/case:v1", reg.host());
         run_ok(Command::new("skopeo").args([
             "copy",
@@ -290,6 +296,93 @@ fn implicit_parents_keep_the_lower_directory_gnu_tar() {
 #[test]
 fn implicit_parents_keep_the_lower_directory_bsdtar() {
     implicit_parents(Writer::Bsd);
+}
+
+/// umoci as the writer: `umoci repack` of a file added to a directory of the layer below
+/// writes the file alone, without the directory.
+#[test]
+fn implicit_parents_keep_the_lower_directory_umoci_repack() {
+    let env = Env::new();
+    let work = env.path();
+    let layout = work.join("layout");
+    let img = format!("{}:v1", layout.display());
+    let bundle = work.join("b");
+    run_ok(
+        Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout),
+    );
+    run_ok(Command::new("umoci").args(["new", "--image", &img]));
+    let repack = |change: &dyn Fn(&Path)| {
+        let _ = fs::remove_dir_all(&bundle);
+        run_ok(
+            Command::new("umoci")
+                .args(["unpack", "--image", &img])
+                .arg(&bundle),
+        );
+        change(&bundle.join("rootfs"));
+        run_ok(
+            Command::new("umoci")
+                .args(["repack", "--image", &img])
+                .arg(&bundle),
+        );
+    };
+    repack(&|root| {
+        dir(&root.join("a"), 0o700, 5, 6);
+        write(&root.join("a/old"), "old");
+        dir(&root.join("usr/local"), 0o2775, 0, 50);
+        set_times(&root.join("a"), T_LOWER);
+        set_times(&root.join("usr/local"), T_LOWER);
+    });
+    // Directories whose metadata did not change (their mtime put back) are not written again.
+    repack(&|root| {
+        write(&root.join("a/f"), "f");
+        write(&root.join("usr/local/app"), "app");
+        set_times(&root.join("a"), T_LOWER);
+        set_times(&root.join("usr/local"), T_LOWER);
+    });
+    // The layers as umoci wrote them, uncompressed, for GNU tar.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let mut layers = Vec::new();
+    for (i, l) in manifest["layers"].as_array().unwrap().iter().enumerate() {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&blob(l["digest"].as_str().unwrap())[..]),
+            &mut raw,
+        )
+        .unwrap();
+        let p = work.join(format!("layer{i}.tar"));
+        fs::write(&p, raw).unwrap();
+        layers.push(p);
+    }
+    let listed =
+        String::from_utf8(run_ok(Command::new("tar").arg("-tf").arg(&layers[1])).stdout).unwrap();
+    assert!(
+        listed.contains("a/f")
+            && !listed
+                .lines()
+                .any(|l| ["a/", "./a/", "usr/local/", "./usr/local/"].contains(&l)),
+        "umoci wrote the file without its directory: {listed}"
+    );
+    let c = Case::of_layout(img, env);
+    let t = tree::describe(&c.ours());
+    assert_eq!((t["a"].mode, t["a"].uid, t["a"].gid), (0o700, 5, 6));
+    assert_eq!((t["usr/local"].mode, t["usr/local"].gid), (0o2775, 50));
+    for d in ["a", "usr/local"] {
+        assert_eq!(
+            fs::metadata(c.ours().join(d)).unwrap().mtime(),
+            T_LOWER,
+            "{d}"
+        );
+    }
+    c.same_as(&c.umoci(), "umoci");
+    let gnu = c.env.path().join("gnu");
+    gnu_apply(&layers, &gnu);
+    c.same_as(&gnu, "GNU tar");
 }
 
 /// Lower: `x`, `d/lower`. Upper: `x`, then `.wh.x`; `d/`, `d/upper`, then `.wh.d`.
