@@ -655,3 +655,50 @@ fn the_running_payload_sees_the_layers_applied_in_order() {
         "{out}"
     );
 }
+
+fn staging_left(env: &Env) -> Vec<String> {
+    fs::read_dir(env.root.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock") && n != "run")
+        .collect()
+}
+
+/// A layer staged and waiting for its lowers when another layer of the image fails: its
+/// staging is removed, no tree of it is left, and the next pull of a good image with the same
+/// layers works.
+#[test]
+fn a_waiting_layer_is_removed_when_another_fails_and_the_next_pull_works() {
+    let env = Env::new();
+    let reg = env.registry();
+    let lower = tar(&[Entry::Dir("a", 0o700), file("a/old", b"old", 0o644)]);
+    let upper = tar(&[file("a/f", b"implies a", 0o644)]);
+    let last = tar(&[file("z", b"z", 0o644)]);
+    let layers = vec![lower, upper.clone(), last];
+    let mut ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    ids[2] = sha(b"not this layer");
+    let bad = build(
+        &layers,
+        &Spec {
+            diff_ids: Some(ids),
+            ..Spec::default()
+        },
+    );
+    push(&reg.url(), "wait/img", "bad", &bad);
+    let err = fails(env.skiff(&["pull", &format!("{}/wait/img:bad", reg.host())]));
+    assert!(err.contains("diff_id"), "{err}");
+    assert!(staging_left(&env).is_empty(), "{:?}", staging_left(&env));
+    assert!(!env.root.join("layers").join(&sha(&upper)[7..]).exists());
+    push(
+        &reg.url(),
+        "wait/img",
+        "good",
+        &build(&layers, &Spec::default()),
+    );
+    let r = format!("{}/wait/img:good", reg.host());
+    ok(env.skiff(&["pull", &r]));
+    let ours = env.path().join("ours");
+    ok(env.skiff(&["unpack", &r, ours.to_str().unwrap()]));
+    assert_eq!(tree::describe(&ours)["a"].mode, 0o700);
+    assert_eq!(fs::read_to_string(ours.join("a/f")).unwrap(), "implies a");
+}
