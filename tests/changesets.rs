@@ -385,23 +385,34 @@ fn implicit_parents_keep_the_lower_directory_umoci_repack() {
     c.same_as(&gnu, "GNU tar");
 }
 
-/// Lower: `x`, `d/lower`. Upper: `x`, then `.wh.x`; `d/`, `d/upper`, then `.wh.d`.
+/// Lower: `x`, `d/lower`, `e/lower`. Upper: `x`, then `.wh.x`; `d/`, `d/upper`, then `.wh.d`;
+/// `.wh.e`, then `e/`, `e/upper`.
 fn same_layer_whiteout_layers(w: Writer, work: &Path) -> Vec<PathBuf> {
     let lo = work.join("lo");
     write(&lo.join("x"), "lower x");
     write(&lo.join("d/lower"), "lower d");
+    write(&lo.join("e/lower"), "lower e");
     let up = work.join("up");
     write(&up.join("x"), "upper x");
     write(&up.join(".wh.x"), "");
     write(&up.join("d/upper"), "upper d");
     write(&up.join(".wh.d"), "");
+    write(&up.join(".wh.e"), "");
+    write(&up.join("e/upper"), "upper e");
     vec![
-        layer(w, &lo, &work.join("lower.tar"), &["x", "d", "d/lower"]),
+        layer(
+            w,
+            &lo,
+            &work.join("lower.tar"),
+            &["x", "d", "d/lower", "e", "e/lower"],
+        ),
         layer(
             w,
             &up,
             &work.join("upper.tar"),
-            &["x", ".wh.x", "d", "d/upper", ".wh.d"],
+            &[
+                "x", ".wh.x", "d", "d/upper", ".wh.d", ".wh.e", "e", "e/upper",
+            ],
         ),
     ]
 }
@@ -418,6 +429,8 @@ fn same_layer_whiteout(w: Writer) {
     );
     assert_eq!(fs::read_to_string(ours.join("d/upper")).unwrap(), "upper d");
     assert!(!ours.join("d/lower").exists(), "the lower d is whited out");
+    assert!(!ours.join("e/lower").exists(), "the lower e is whited out");
+    assert_eq!(fs::read_to_string(ours.join("e/upper")).unwrap(), "upper e");
     let gnu = c.env.path().join("gnu");
     gnu_apply(&layers, &gnu);
     c.same_as(&gnu, "GNU tar");
@@ -635,19 +648,19 @@ fn the_running_payload_sees_the_layers_applied_in_order() {
         &r,
         "--",
         "-c",
-        "stat -c '%n %a %u:%g %Y' /a /usr/local /a/new; cat /x; echo; ls /d; \
+        "stat -c '%n %a %u:%g %Y' /a /usr/local /a/new; cat /x; echo; ls /d; ls /e; \
          stat -c '%n %i %h' /t/file /t/link /deep/link2",
     ]));
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 8, "{out}");
+    assert_eq!(lines.len(), 9, "{out}");
     assert_eq!(lines[0], format!("/a 700 5:6 {T_LOWER}"), "{out}");
     assert_eq!(lines[1], format!("/usr/local 2775 0:50 {T_LOWER}"), "{out}");
     assert!(lines[2].starts_with("/a/new 755 0:0 "), "{out}");
-    assert_eq!(lines[3..5], ["upper x", "upper"], "{out}");
+    assert_eq!(lines[3..6], ["upper x", "upper", "upper"], "{out}");
     // A hard link into a lower layer: the layer trees share the file, and overlayfs shows
     // the lower layers' one inode under every name (until a write copies one name up).
     let ino = |l: &str| l.split(' ').nth(1).unwrap().to_string();
-    let links: Vec<&str> = lines[5..8].to_vec();
+    let links: Vec<&str> = lines[6..9].to_vec();
     assert!(
         links
             .iter()
