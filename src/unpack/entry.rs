@@ -9,7 +9,7 @@ use nix::sys::stat::SFlag;
 
 use super::archive::{Kind as Type, Member};
 use super::meta::{allowed_xattr, Meta};
-use crate::fs::root::{InnerPath, Kind, Root, RootError};
+use crate::fs::root::{At, InnerPath, Kind, Root, RootError};
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -67,6 +67,9 @@ pub struct Applier<'r> {
     /// unpacked alone, and again with its lower layers only when an entry needs them.
     lower: Option<&'r [Root]>,
     dirs: Vec<(Option<InnerPath>, Meta)>,
+    /// Directories made for entries below them that have no entry of their own (yet): their
+    /// metadata comes from the lower layers (see `implied`).
+    implied: std::collections::BTreeMap<std::path::PathBuf, InnerPath>,
 }
 
 fn meta_of(m: &Member) -> Result<Meta, EntryError> {
@@ -124,6 +127,7 @@ impl<'r> Applier<'r> {
             root,
             lower,
             dirs: Vec::new(),
+            implied: std::collections::BTreeMap::new(),
         }
     }
 
@@ -141,10 +145,17 @@ impl<'r> Applier<'r> {
             return self.whiteout(&path, hidden, m.kind);
         }
         let meta = meta_of(m)?;
-        let at = self.root.parent(&path, true)?;
+        let at = self.parent_of(&path)?;
         match m.kind {
             Type::Dir => {
-                at.mkdir(0o700)?;
+                // This layer's whiteout of the name, then the name as a directory: the lower
+                // one is gone, so none of its contents shows through.
+                let replaces_whiteout = super::lower::is_whiteout(&at)?;
+                let f = at.mkdir(0o700)?;
+                if replaces_whiteout {
+                    mark_opaque(&f)?;
+                }
+                self.implied.remove(&path.relative());
                 self.dirs.push((Some(path), meta));
             }
             Type::File => {
@@ -162,6 +173,12 @@ impl<'r> Applier<'r> {
             }
             Type::Hardlink => {
                 let target = InnerPath::parse(&m.link)?.ok_or(EntryError::HardlinkToRoot)?;
+                if target.relative() == path.relative() {
+                    // GNU tar writes one when a file is named twice (`tar cf l.tar dir
+                    // dir/file`); it and Python's tarfile keep the file and skip the link.
+                    tracing::debug!(entry = %path.display(), "skipping a hardlink to itself");
+                    return Ok(());
+                }
                 let found = match self.root.parent(&target, false) {
                     Ok(t) if t.kind()? != Kind::Missing => Some(t),
                     Ok(_)
@@ -173,7 +190,7 @@ impl<'r> Applier<'r> {
                 };
                 match found {
                     Some(t) => at.hardlink(&t)?,
-                    None => self.copy_from_lower(&target, &at)?,
+                    None => self.link_from_lower(&target, &at)?,
                 }
             }
             Type::Fifo => {
@@ -189,53 +206,59 @@ impl<'r> Applier<'r> {
         Ok(())
     }
 
-    /// A hardlink into a lower layer becomes a copy in this one (layers are separate trees;
-    /// the overlay shows the same content). The topmost lower layer with the path decides; a
-    /// whiteout there means the target does not exist.
-    fn copy_from_lower(
-        &self,
-        target: &InnerPath,
-        at: &crate::fs::root::At,
-    ) -> Result<(), EntryError> {
+    /// The directory `path` goes in, with the directories above it that this layer does not
+    /// carry made (see `make_parents`).
+    fn parent_of<'p>(&mut self, path: &'p InnerPath) -> Result<At<'p>, EntryError> {
+        match self.root.parent(path, false) {
+            Err(RootError::Sys {
+                source: nix::errno::Errno::ENOENT,
+                ..
+            }) => {
+                self.make_parents(path)?;
+                Ok(self.root.parent(path, false)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// A hardlink into a lower layer is a hardlink to that layer tree's file (the store holds
+    /// every tree on one filesystem), so a flattened tree can keep the two names one inode, as
+    /// applying the layers in order does; a copy where the link cannot be made. The topmost
+    /// lower layer with the path decides; a whiteout there means the target does not exist.
+    fn link_from_lower(&self, target: &InnerPath, at: &At) -> Result<(), EntryError> {
         let not_found = || EntryError::LowerLink(target.display());
         let Some(lowers) = self.lower else {
             return Err(not_found());
         };
-        for lower in lowers {
-            let t = match lower.parent(target, false) {
-                Ok(t) => t,
-                Err(RootError::Sys {
-                    source: nix::errno::Errno::ENOENT,
-                    ..
-                }) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            match t.kind()? {
-                Kind::Missing => continue,
-                Kind::Dir => return Err(EntryError::HardlinkToDir),
-                Kind::Other => {}
-            }
-            if !t.is_file()? {
-                // A whiteout (or any non-file) hides or cannot be the target.
-                return Err(not_found());
-            }
-            let mut src = t.open(OFlag::O_RDONLY)?;
-            let st = nix::sys::stat::fstat(&src).map_err(errno("reading the hardlink target"))?;
-            let mut out = at.create_file()?;
-            crate::fs::copy::copy_sparse(&mut src, &mut out)
-                .map_err(io("copying a hardlinked file from a lower layer"))?;
-            let meta = Meta {
-                uid: st.st_uid,
-                gid: st.st_gid,
-                mode: st.st_mode & 0o7777,
-                mtime: st.st_mtime,
-                xattrs: vec![],
-            };
-            return meta
-                .apply(&out)
-                .map_err(errno("setting owner, mode or times"));
+        let Some(t) = super::lower::find(lowers, target)? else {
+            return Err(not_found());
+        };
+        if t.kind()? == Kind::Dir {
+            return Err(EntryError::HardlinkToDir);
         }
-        Err(not_found())
+        if !t.is_file()? {
+            return Err(not_found());
+        }
+        match at.hardlink(&t) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(entry = %target.display(), error = %e, "copying a lower file instead of linking it");
+            }
+        }
+        let mut src = t.open(OFlag::O_RDONLY)?;
+        let st = nix::sys::stat::fstat(&src).map_err(errno("reading the hardlink target"))?;
+        let mut out = at.create_file()?;
+        crate::fs::copy::copy_sparse(&mut src, &mut out)
+            .map_err(io("copying a hardlinked file from a lower layer"))?;
+        let meta = Meta {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            mtime: st.st_mtime,
+            xattrs: vec![],
+        };
+        meta.apply(&out)
+            .map_err(errno("setting owner, mode or times"))
     }
 
     fn whiteout(&mut self, path: &InnerPath, hidden: &[u8], kind: Type) -> Result<(), EntryError> {
@@ -244,20 +267,31 @@ impl<'r> Applier<'r> {
         }
         if path.name() == OPAQUE {
             // The directory's lower contents are hidden; create it if this layer has no entry.
-            let dir = path.parent();
-            let f = match &dir {
-                Some(d) => self.root.parent(d, true)?.mkdir(0o755)?,
-                None => return Err(EntryError::OpaqueAtRoot),
+            let Some(dir) = path.parent() else {
+                return Err(EntryError::OpaqueAtRoot);
             };
-            return crate::fs::root::set_xattr(&f, "trusted.overlay.opaque", b"y").map_err(errno(
-                "marking a directory opaque (does the store's filesystem support trusted xattrs?)",
-            ));
+            // The directory itself too, when the layer does not carry it.
+            self.parent_of(path)?;
+            let f = self
+                .root
+                .parent(&dir, false)?
+                .open(OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+            return mark_opaque(&f);
         }
         if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.starts_with(WHITEOUT) {
             return Err(EntryError::WhiteoutName);
         }
         let target = path.with_name(hidden);
         let at = match self.root.parent(&target, false) {
+            // This layer's own entry of the name: a whiteout applies to the lower layers only
+            // (OCI image spec), so it stays, and a directory of this layer hides theirs.
+            Ok(at) if at.kind()? == Kind::Dir => {
+                return mark_opaque(&at.open(OFlag::O_RDONLY | OFlag::O_DIRECTORY)?)
+            }
+            Ok(at) if at.kind()? == Kind::Other && !super::lower::is_whiteout(&at)? => {
+                tracing::debug!(entry = %path.display(), "a whiteout of this layer's own entry removes only what lies below");
+                return Ok(());
+            }
             Ok(at) => at,
             // Below a non-directory of this layer: nothing there to remove.
             Err(RootError::Sys {
@@ -277,7 +311,7 @@ impl<'r> Applier<'r> {
                     // Removing a path that does not exist is a no-op (umoci, containerd).
                     return Ok(());
                 }
-                self.make_parents_like(lowers, &target)?;
+                self.make_parents(&target)?;
                 self.root.parent(&target, false)?
             }
             Err(e) => return Err(e.into()),
@@ -286,10 +320,10 @@ impl<'r> Applier<'r> {
         Ok(())
     }
 
-    /// Makes the directories above `target` that this layer lacks, each with the owner, mode,
-    /// times and xattrs of the lower directory it stands over: the overlay takes a merged
-    /// directory's metadata from the upper one, so a made-up 0755 root would change it.
-    fn make_parents_like(&mut self, lowers: &[Root], target: &InnerPath) -> Result<(), EntryError> {
+    /// Makes the directories above `target` that this layer lacks, and notes them: each
+    /// takes the metadata of the nearest lower directory it stands over, decided once the
+    /// lower layers are known (`implied::decide`).
+    fn make_parents(&mut self, target: &InnerPath) -> Result<(), EntryError> {
         let mut chain = Vec::new();
         let mut cur = target.parent();
         while let Some(dir) = cur {
@@ -301,27 +335,15 @@ impl<'r> Applier<'r> {
             if at.kind()? == Kind::Dir {
                 continue;
             }
-            let lower = lowers
-                .iter()
-                .map(|l| l.path().join(dir.relative()))
-                .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
-            let meta = match lower {
-                Some(p) => {
-                    super::flatten::read_meta(&p).map_err(io("reading a lower directory"))?
-                }
-                None => Meta {
-                    mode: 0o755,
-                    ..Meta::default()
-                },
-            };
             at.mkdir(0o700)?;
-            self.dirs.push((Some(dir), meta));
+            self.implied.insert(dir.relative(), dir);
         }
         Ok(())
     }
 
-    /// Applies directory metadata, deepest first.
-    pub fn finish(mut self) -> Result<(), (String, EntryError)> {
+    /// Applies directory metadata, deepest first, and gives back the directories the layer
+    /// implies without carrying them, for `implied::decide`.
+    pub fn finish(mut self) -> Result<Vec<InnerPath>, (String, EntryError)> {
         self.dirs
             .sort_by_key(|(p, _)| std::cmp::Reverse(p.as_ref().map_or(0, |p| p.display().len())));
         for (path, meta) in &self.dirs {
@@ -338,33 +360,20 @@ impl<'r> Applier<'r> {
             meta.apply(&f)
                 .map_err(|e| (name.clone(), errno("setting directory metadata")(e)))?;
         }
-        Ok(())
+        Ok(self.implied.into_values().collect())
     }
 }
 
-/// Whether the parent of `target` is a directory in the image below this layer: the topmost
-/// lower layer that has the path decides (a whiteout or a file there means no).
+/// Whether the parent of `target` is a directory in the image below this layer.
 fn parent_is_lower_dir(lowers: &[Root], target: &InnerPath) -> Result<bool, EntryError> {
     let Some(dir) = target.parent() else {
         return Ok(true);
     };
-    for lower in lowers {
-        match lower.parent(&dir, false) {
-            Ok(at) => match at.kind()? {
-                Kind::Missing => continue,
-                Kind::Dir => return Ok(true),
-                Kind::Other => return Ok(false),
-            },
-            Err(RootError::Sys {
-                source: nix::errno::Errno::ENOENT,
-                ..
-            }) => continue,
-            Err(RootError::Sys {
-                source: nix::errno::Errno::ENOTDIR,
-                ..
-            }) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(false)
+    Ok(super::lower::dir(lowers, &dir)?.is_some())
+}
+
+fn mark_opaque(f: &File) -> Result<(), EntryError> {
+    crate::fs::root::set_xattr(f, "trusted.overlay.opaque", b"y").map_err(errno(
+        "marking a directory opaque (does the store's filesystem support trusted xattrs?)",
+    ))
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -26,8 +27,10 @@ fn target_err(path: &Path, e: impl Into<io::Error>) -> UnpackError {
 /// Merges `layers` (bottom first) into `target`, which must exist.
 pub fn flatten(layers: &[std::path::PathBuf], target: &Path) -> Result<(), UnpackError> {
     let root = Root::open(target)?;
+    // Across layers: a layer's hardlink to a lower layer's file is that file's inode in the
+    // layer trees (see `unpack::entry`), and one inode here too.
+    let mut links = Links::default();
     for layer in layers {
-        let mut links = HashMap::new();
         merge(layer, &[], &root, &mut links)?;
         let meta = read_meta(layer).map_err(|e| target_err(layer, e))?;
         let f = File::open(target).map_err(|e| target_err(target, e))?;
@@ -74,7 +77,7 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
 }
 
 /// Owner, mode, mtime and allowed xattrs of a node in a store tree.
-pub(super) fn read_meta(path: &Path) -> io::Result<Meta> {
+fn read_meta(path: &Path) -> io::Result<Meta> {
     let m = fs::symlink_metadata(path)?;
     Ok(Meta {
         uid: m.uid(),
@@ -87,6 +90,45 @@ pub(super) fn read_meta(path: &Path) -> io::Result<Meta> {
             read_xattrs(path)?
         },
     })
+}
+
+/// The target's files made from layer-tree files with more than one name: by the layer
+/// tree's (dev, ino), the target paths and the target inode each was made as.
+#[derive(Default)]
+struct Links(HashMap<(u64, u64), Vec<(InnerPath, u64)>>);
+
+impl Links {
+    /// A target path that still holds the file made for `key` (a later layer may have
+    /// replaced or deleted the first name).
+    fn find(&self, root: &Root, key: (u64, u64)) -> Result<Option<&InnerPath>, UnpackError> {
+        for (path, ino) in self.0.get(&key).into_iter().flatten() {
+            let at = match root.parent(path, false) {
+                Ok(at) => at,
+                Err(crate::fs::root::RootError::Sys { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let st = nix::sys::stat::fstatat(
+                at.dir.as_fd(),
+                at.name.as_c_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
+            if st.is_ok_and(|st| {
+                st.st_ino == *ino && st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
+            }) {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
+    }
+
+    fn add(&mut self, key: (u64, u64), path: InnerPath, made: &File) -> Result<(), UnpackError> {
+        let ino = made
+            .metadata()
+            .map_err(|e| target_err(&path.relative(), e))?
+            .ino();
+        self.0.entry(key).or_default().push((path, ino));
+        Ok(())
+    }
 }
 
 fn is_opaque(path: &Path) -> bool {
@@ -107,12 +149,7 @@ fn is_opaque(path: &Path) -> bool {
 }
 
 /// Copies the layer directory `src` (at `rel` inside the image) onto the target.
-fn merge(
-    src: &Path,
-    rel: &[u8],
-    root: &Root,
-    links: &mut HashMap<(u64, u64), InnerPath>,
-) -> Result<(), UnpackError> {
+fn merge(src: &Path, rel: &[u8], root: &Root, links: &mut Links) -> Result<(), UnpackError> {
     let mut entries: Vec<_> = fs::read_dir(src)
         .map_err(|e| target_err(src, e))?
         .collect::<Result<_, _>>()
@@ -146,18 +183,25 @@ fn merge(
             let f = at.open(nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY)?;
             meta.apply(&f).map_err(|e| target_err(&path, e))?;
         } else if ft.is_file() {
+            let key = (m.dev(), m.ino());
             if m.nlink() > 1 {
-                if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                if let Some(first) = links.find(root, key)? {
+                    if first.relative() == inner.relative() {
+                        // The same layer tree twice in one image: already here.
+                        continue;
+                    }
                     let t = root.parent(first, false)?;
                     at.hardlink(&t)?;
                     continue;
                 }
-                links.insert((m.dev(), m.ino()), inner.clone());
             }
             let mut out = at.create_file()?;
             let mut input = File::open(&path).map_err(|e| target_err(&path, e))?;
             crate::fs::copy::copy_sparse(&mut input, &mut out).map_err(|e| target_err(&path, e))?;
             meta.apply(&out).map_err(|e| target_err(&path, e))?;
+            if m.nlink() > 1 {
+                links.add(key, inner.clone(), &out)?;
+            }
         } else if ft.is_symlink() {
             let t = fs::read_link(&path).map_err(|e| target_err(&path, e))?;
             at.symlink(OsStr::new(&t).as_bytes())?;

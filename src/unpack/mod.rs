@@ -8,7 +8,10 @@
 mod archive;
 mod entry;
 mod flatten;
+mod implied;
+mod lower;
 mod meta;
+mod staged;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -17,13 +20,14 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::fs::root::{Root, RootError};
+use crate::fs::root::{InnerPath, Root, RootError};
 use crate::manifest::Image;
 use crate::manifest::{Compression, Layer};
 use crate::reference::Digest;
 use crate::store::{Store, StoreError, TreeKey};
 pub use entry::EntryError;
 pub use flatten::flatten;
+use staged::unpack_layer;
 
 #[derive(Debug, Error)]
 pub enum UnpackError {
@@ -148,33 +152,52 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     }
     // Layers are independent until mounted, except for a hardlink into a lower layer or a
     // whiteout below a directory the layer lacks (rare): such a layer is unpacked again after
-    // the others, with them to look at.
+    // the others, with them to look at. A layer that implies directories it does not carry
+    // waits, staged, for its lowers to decide just those (see `implied`). The bottom layer
+    // has nothing below it, which is known at once.
     let deferred = std::sync::Mutex::new(Vec::new());
+    let waiting = std::sync::Mutex::new(Vec::new());
+    let bottom = image.layers.first().map(TreeKey::of_layer);
     crate::parallel::for_each(&todo, crate::parallel::cores(), |l| {
-        match unpack_layer(store, l, None) {
+        let key = TreeKey::of_layer(l);
+        let lower: Option<&[PathBuf]> = (bottom.as_ref() == Some(&key)).then_some(&[]);
+        match unpack_layer(store, l, lower) {
+            Ok(Some(staged)) => {
+                waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((key, staged));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
             Err(UnpackError::Entry {
                 source: EntryError::LowerLink(_) | EntryError::LowerWhiteout(_),
                 ..
             }) => {
-                deferred
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(TreeKey::of_layer(l));
+                deferred.lock().unwrap_or_else(|p| p.into_inner()).push(key);
                 Ok(())
             }
-            other => other,
+            Err(e) => Err(e),
         }
     })?;
     let deferred = deferred.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut waiting = waiting.into_inner().unwrap_or_else(|p| p.into_inner());
     let trees: Vec<PathBuf> = image
         .layers
         .iter()
         .map(|l| store.tree_path(&TreeKey::of_layer(l)))
         .collect();
+    // Bottom up, so each layer's lowers are final when it looks at them.
     for (i, l) in image.layers.iter().enumerate() {
-        if deferred.contains(&TreeKey::of_layer(l)) {
-            let lower: Vec<PathBuf> = trees[..i].iter().rev().cloned().collect();
-            unpack_layer(store, l, Some(&lower))?;
+        let key = TreeKey::of_layer(l);
+        let lower: Vec<PathBuf> = trees[..i].iter().rev().cloned().collect();
+        if deferred.contains(&key) {
+            // With the lowers given, nothing is left waiting.
+            if let Some(staged) = unpack_layer(store, l, Some(&lower))? {
+                staged.decide(&lower)?;
+            }
+        } else if let Some(at) = waiting.iter().position(|(k, _)| *k == key) {
+            waiting.swap_remove(at).1.decide(&lower)?;
         }
     }
     Ok(trees)
@@ -206,37 +229,6 @@ fn build_tree(
         }
     }
     result.map(|()| dest)
-}
-
-/// Unpacks one layer into its tree, atomically.
-fn unpack_layer(
-    store: &Store,
-    layer: &Layer,
-    lower: Option<&[PathBuf]>,
-) -> Result<(), UnpackError> {
-    let key = TreeKey::of_layer(layer);
-    build_tree(
-        store,
-        &key,
-        &format!("layer-{}", key.lock_name()),
-        |staging| {
-            extract(store, layer, lower, staging)?;
-            // One syncfs per layer: cheaper than fsync per file, and the rename that makes the
-            // tree visible must not reach the disk before the tree does.
-            let f =
-                File::open(staging).map_err(|e| io_err(layer, "opening the staged layer", e))?;
-            // SAFETY: plain syscall on a valid fd.
-            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-                return Err(io_err(
-                    layer,
-                    "syncing the staged layer",
-                    io::Error::last_os_error(),
-                ));
-            }
-            Ok(())
-        },
-    )
-    .map(drop)
 }
 
 /// How a rootfs is served: an overlay of the shared layer trees, or one flattened copy (for
@@ -337,7 +329,7 @@ pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> 
         what,
         source,
     };
-    apply_entries(&root, Some(&[]), &mut hashed, &layer).and_then(|()| {
+    apply_entries(&root, Some(&[]), &mut hashed, &layer).and_then(|_| {
         io::copy(&mut hashed, &mut io::sink())
             .map_err(|e| io("reading the end of the stream", e))?;
         Ok(Digest::from_sha256_bytes(&hashed.hasher.finalize().into()))
@@ -345,13 +337,14 @@ pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> 
 }
 
 /// Every entry of one tar stream, then the directories' metadata. `lower` is `None` while
-/// the lower layers are not known (see `ensure_layers`).
+/// the lower layers are not known (see `ensure_layers`): the directories the layer implies
+/// are then given back, to be decided with them.
 fn apply_entries<R: Read>(
     root: &Root,
     lower: Option<&[Root]>,
     stream: R,
     layer: &Digest,
-) -> Result<(), UnpackError> {
+) -> Result<Vec<InnerPath>, UnpackError> {
     let mut applier = entry::Applier::new(root, lower);
     let mut archive = archive::Archive::new(stream);
     let read_err = |source| UnpackError::Archive {
@@ -367,23 +360,29 @@ fn apply_entries<R: Read>(
                 source,
             })?;
     }
-    applier
-        .finish()
-        .map_err(|(entry, source)| UnpackError::Entry {
-            layer: layer.clone(),
-            entry,
-            source,
-        })?;
-    Ok(())
+    let entry_err = |(entry, source)| UnpackError::Entry {
+        layer: layer.clone(),
+        entry,
+        source,
+    };
+    let implied = applier.finish().map_err(entry_err)?;
+    match lower {
+        Some(lowers) => {
+            implied::decide(root, lowers, &implied).map_err(entry_err)?;
+            Ok(Vec::new())
+        }
+        None => Ok(implied),
+    }
 }
 
 /// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
+/// Returns the directories still to decide (see `apply_entries`).
 fn extract(
     store: &Store,
     layer: &Layer,
     lower: Option<&[PathBuf]>,
     dir: &Path,
-) -> Result<(), UnpackError> {
+) -> Result<Vec<InnerPath>, UnpackError> {
     let blob = store.open_blob(&layer.blob.digest)?;
     let stream =
         decompressor(layer, blob).map_err(|e| io_err(layer, "starting decompression", e))?;
@@ -399,7 +398,7 @@ fn extract(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
+    let implied = apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
     // The diff_id covers the whole stream, including the end-of-archive blocks and padding.
     io::copy(&mut hashed, &mut io::sink())
         .map_err(|e| io_err(layer, "reading the end of the stream", e))?;
@@ -410,7 +409,7 @@ fn extract(
             expected: expected.clone(),
             actual,
         }),
-        _ => Ok(()),
+        _ => Ok(implied),
     }
 }
 

@@ -509,13 +509,21 @@ fn xattrs(pax: &Records) -> Result<Vec<(String, Vec<u8>)>, FieldError> {
         if out.iter().any(|(n, _)| *n == name) {
             continue;
         }
-        let value = base64::engine::general_purpose::STANDARD
+        let value = LIBARCHIVE_BASE64
             .decode(value)
             .map_err(|_| FieldError::LibarchiveValue(name.clone()))?;
         out.push((name, value));
     }
     Ok(out)
 }
+
+/// libarchive's writer leaves out the `=` padding (its reader takes both), so both are base64
+/// here; anything else (other alphabets, stray bytes, bad lengths) is refused.
+const LIBARCHIVE_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 fn url_decode(s: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());

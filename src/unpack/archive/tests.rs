@@ -258,3 +258,69 @@ fn a_stream_without_end_blocks_ends_cleanly() {
     let s = [hdr(b"f", b'0', 1, false).to_vec(), data(b"x")].concat();
     assert_eq!(read_all(&s).unwrap().len(), 1);
 }
+
+/// One member whose PAX header holds `LIBARCHIVE.xattr.user.v=value`.
+fn libarchive_xattr(value: &[u8]) -> Result<Vec<(Member, Vec<u8>)>, ArchiveError> {
+    let r = pax_record("LIBARCHIVE.xattr.user.v", value);
+    let s = [
+        hdr(b"PaxHeaders/f", b'x', r.len() as u64, false).to_vec(),
+        data(&r),
+        hdr(b"f", b'0', 0, false).to_vec(),
+        end(),
+    ]
+    .concat();
+    read_all(&s)
+}
+
+#[test]
+fn libarchive_xattrs_are_base64_with_or_without_padding() {
+    // libarchive's own writer leaves the `=` out; other writers keep it.
+    for (value, want) in [
+        (&b"QUJDREVGRw"[..], &b"ABCDEFG"[..]),
+        (b"QUJDREVGRw==", b"ABCDEFG"),
+        (b"QUJDREVGRw=", b"ABCDEFG"),
+        (b"QUJDREVG", b"ABCDEF"),
+        (b"AQ", b"\x01"),
+        (b"", b""),
+    ] {
+        let all = libarchive_xattr(value).unwrap();
+        assert_eq!(
+            all[0].0.xattrs,
+            vec![("user.v".to_string(), want.to_vec())],
+            "{}",
+            String::from_utf8_lossy(value)
+        );
+    }
+}
+
+#[test]
+fn libarchive_xattrs_that_are_not_base64_are_refused() {
+    for value in [
+        &b"QUJD!"[..],
+        b"QUJDREVGR",     // a length no base64 has
+        b"QUJDREVGRx",    // bits after the last byte
+        b"-_-_",          // the URL-safe alphabet
+        b"QUJD\nREVG",    // a line break
+        b"QU JD",         // a space
+        b"QUJDREVGRw===", // more padding than any length needs
+        b"=QUJD",
+        b"QQ==QUJD", // padding in the middle
+        b"\xff\xfe",
+    ] {
+        let e = libarchive_xattr(value)
+            .map(|all| all[0].0.xattrs.clone())
+            .unwrap_err();
+        let mut chain = e.to_string();
+        let mut cur: &dyn std::error::Error = &e;
+        while let Some(next) = cur.source() {
+            chain = format!("{chain}: {next}");
+            cur = next;
+        }
+        let e = chain;
+        assert!(
+            e.contains("user.v") && e.contains("is not base64"),
+            "{}: {e}",
+            String::from_utf8_lossy(value)
+        );
+    }
+}
