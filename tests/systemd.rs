@@ -228,21 +228,39 @@ fn units_under_a_real_systemd() {
     c.ok("systemctl stop etcd-member.service");
 }
 
-/// A read-only loop mount of a squashfs image on the host, undone when dropped.
-struct LoopMount(std::path::PathBuf);
+/// The loop devices whose backing file is `image` (util-linux matches the file's device and
+/// inode, so this holds whichever mount namespace attached it).
+fn loops_of(image: &Path) -> Vec<String> {
+    let o = Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    stdout(&o)
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_string)
+        .collect()
+}
 
-impl Drop for LoopMount {
+/// Loop devices are machine-wide: whatever still holds the image when the test ends (a failed
+/// assertion with the extension merged, a container killed mid-way) is detached here.
+struct DetachLoops(std::path::PathBuf);
+
+impl Drop for DetachLoops {
     fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        for dev in loops_of(&self.0) {
+            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+        }
     }
 }
 
 /// The systemd-sysext image under a booted systemd, on a host whose os-release says ID=flatcar
 /// and SYSEXT_LEVEL=1.0 (the container's /etc/os-release; its /usr stays Debian's): merged, its
-/// units loaded and one run, then unmerged. The container gets no loop devices from nspawn
-/// here, so the host's kernel attaches the image (`mount -o loop,ro`, what systemd-sysext does
-/// with a .raw) and the container sees it as the extension directory
-/// /var/lib/extensions/skiff; systemd-sysext then checks the same extension-release file.
+/// units loaded and one run, then unmerged. The image sits where the Ignition config puts it,
+/// /opt/extensions/skiff/skiff-VERSION-x86-64.raw linked as /etc/extensions/skiff.raw, and the
+/// container's systemd-sysext attaches it itself: it gets /dev/loop-control and the /dev/loopN
+/// nodes (nspawn's /dev has none), and the host sees the loop device it attached.
 #[test]
 fn the_sysext_merges_its_units_run_an_image_and_unmerge_leaves_the_store() {
     let env = Env::new();
@@ -275,15 +293,22 @@ fn the_sysext_merges_its_units_run_an_image_and_unmerge_leaves_the_store() {
     let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
     let overlay = OverlayRoot::new(env.path());
     let root = overlay.path.clone();
-    let attached = env.path().join("attached");
-    std::fs::create_dir_all(&attached).unwrap();
-    run_ok(
-        Command::new("mount")
-            .args(["-t", "squashfs", "-o", "loop,ro"])
-            .arg(&image)
-            .arg(&attached),
-    );
-    let _attached = LoopMount(attached.clone());
+    // Outside the overlay (bound in read-only), so the loop devices that hold it can be found
+    // from the host on every path, after the container's root is gone too.
+    let placed = env.path().join("opt-extensions-skiff");
+    std::fs::create_dir_all(&placed).unwrap();
+    let image = {
+        let to = placed.join(&name);
+        std::fs::copy(&image, &to).unwrap();
+        to
+    };
+    let _detach = DetachLoops(image.clone());
+    std::fs::create_dir_all(root.join("etc/extensions")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/opt/extensions/skiff/{name}"),
+        root.join("etc/extensions/skiff.raw"),
+    )
+    .unwrap();
     assert!(name.ends_with("-x86-64.raw"), "{name}");
     let _ = std::fs::remove_file(root.join("etc/os-release"));
     install(
@@ -313,13 +338,22 @@ fn the_sysext_merges_its_units_run_an_image_and_unmerge_leaves_the_store() {
     let c = Container::boot_with(
         &root,
         &env.path().join("nspawn.log"),
-        &[format!(
-            "--bind-ro={}:/var/lib/extensions/skiff",
-            attached.display()
-        )],
+        &[
+            format!("--bind-ro={}:/opt/extensions/skiff", placed.display()),
+            "--bind=/dev/loop-control".into(),
+        ],
     );
+    // The kernel hands out the lowest free loop device, machine-wide, and makes it when none is
+    // free: give the container the nodes (the host's devtmpfs has only those made so far).
+    c.ok("for i in $(seq 0 255); do test -e /dev/loop$i || mknod -m 0660 /dev/loop$i b 7 $i; done");
     c.ok("test ! -e /usr/bin/skiff && test ! -e /usr/lib/systemd/system/fleet.service");
+    assert!(loops_of(&image).is_empty());
     c.ok("systemd-sysext merge");
+    assert_eq!(
+        loops_of(&image).len(),
+        1,
+        "the container's systemd-sysext attached the image to a loop device"
+    );
     let status = c.ok("systemd-sysext status");
     assert!(status.contains("skiff"), "{status}");
     c.ok("test -x /usr/bin/skiff && /usr/bin/skiff --version");
@@ -360,6 +394,11 @@ fn the_sysext_merges_its_units_run_an_image_and_unmerge_leaves_the_store() {
     c.ok("systemctl stop fleet.service fleet.socket");
 
     c.ok("systemd-sysext unmerge");
+    assert_eq!(
+        loops_of(&image),
+        Vec::<String>::new(),
+        "unmerge let the loop device go"
+    );
     c.ok("test ! -e /usr/bin/skiff && test ! -e /usr/lib/coreos/etcd-wrapper && test ! -e /usr/lib/systemd/system/fleet.service");
     c.ok("systemctl daemon-reload");
     assert_eq!(c.prop("fleet.service", "LoadState"), "not-found");
@@ -369,6 +408,11 @@ fn the_sysext_merges_its_units_run_an_image_and_unmerge_leaves_the_store() {
     // host.
     c.ok("mkdir -p /run/extensions/skiffarm/usr/lib/extension-release.d /run/extensions/skiffarm/usr/bin && echo arm > /run/extensions/skiffarm/usr/bin/skiff-arm64-marker && printf 'ID=flatcar\\nSYSEXT_LEVEL=1.0\\nARCHITECTURE=arm64\\n' > /run/extensions/skiffarm/usr/lib/extension-release.d/extension-release.skiffarm");
     c.ok("systemd-sysext refresh && test -x /usr/bin/skiff");
+    assert_eq!(
+        loops_of(&image).len(),
+        1,
+        "refresh attached the image again"
+    );
     c.ok("test ! -e /usr/bin/skiff-arm64-marker");
     // The same extension saying x86-64 is merged: the architecture was the reason.
     c.ok("sed -i s/=arm64/=x86-64/ /run/extensions/skiffarm/usr/lib/extension-release.d/extension-release.skiffarm && systemd-sysext refresh");
