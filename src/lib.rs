@@ -16,3 +16,4 @@ pub mod run;
 pub mod store;
 pub mod trust;
 pub mod unpack;
+pub mod update;
