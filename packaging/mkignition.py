@@ -8,7 +8,7 @@ Writes, from the units/ directory and the built binary:
 
 Each installs /opt/bin/skiff (downloaded from --url, checked against the binary's sha512),
 the units (fleet.socket, fleet.service and etcd-member.service enabled; kubelet.service
-installed for operators to enable), the fleet user and group, a tmpfiles entry for /run/fleet,
+and skiff-update.timer/.service installed for operators to enable), the fleet user and group, a tmpfiles entry for /run/fleet,
 and the polkit rule that lets the fleet user manage units over D-Bus.
 
 With --policy, --key and --registries-d, they also install the signature policy skiff (and
@@ -24,7 +24,8 @@ import json
 import os
 import urllib.parse
 
-ENABLED = {"fleet.socket": True, "fleet.service": True, "etcd-member.service": True, "kubelet.service": False}
+ENABLED = {"fleet.socket": True, "fleet.service": True, "etcd-member.service": True, "kubelet.service": False,
+           "skiff-update.service": False, "skiff-update.timer": False}
 
 TMPFILES = "d /run/fleet 0755 fleet fleet -\nd /run/fleet/units 0755 fleet fleet -\n"
 

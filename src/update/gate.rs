@@ -14,14 +14,16 @@ pub struct UnitState {
     pub sub: String,
     pub n_restarts: u32,
     pub main_pid: u32,
+    /// The service's Result (`success`, `timeout`, `exit-code`, `signal`, …).
+    pub result: String,
 }
 
 impl fmt::Display for UnitState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}/{} (MainPID {}, NRestarts {})",
-            self.active, self.sub, self.main_pid, self.n_restarts
+            "{}/{} (Result {}, MainPID {}, NRestarts {})",
+            self.active, self.sub, self.result, self.main_pid, self.n_restarts
         )
     }
 }
@@ -47,9 +49,10 @@ impl Gate {
     /// the unit's state right after it.
     pub fn start(job_result: &str, state: UnitState) -> Result<Gate, Unhealthy> {
         if job_result != "done" {
-            let hint = match job_result {
-                "timeout" => " (no READY=1 within the unit's start timeout?)",
-                "dependency" => " (a unit it requires failed)",
+            // With Restart= a start that timed out ends its job "failed"; Result says why.
+            let hint = match (job_result, state.result.as_str()) {
+                ("timeout", _) | (_, "timeout") => " (no READY=1 within the unit's start timeout?)",
+                ("dependency", _) => " (a unit it requires failed)",
                 _ => "",
             };
             return Err(Unhealthy(format!(
@@ -114,6 +117,7 @@ mod tests {
             sub: sub.into(),
             n_restarts: n,
             main_pid: pid,
+            result: "success".into(),
         }
     }
 
@@ -136,7 +140,15 @@ mod tests {
             "{e}"
         );
         let e = Gate::start("failed", st("activating", "auto-restart", 1, 0)).unwrap_err();
-        assert!(e.0.contains("\"failed\""), "{e}");
+        assert!(e.0.contains("\"failed\"") && !e.0.contains("READY"), "{e}");
+        // Under Restart= a start timeout ends the job "failed"; the unit's Result tells.
+        let mut timed_out = st("activating", "auto-restart", 0, 0);
+        timed_out.result = "timeout".into();
+        let e = Gate::start("failed", timed_out).unwrap_err();
+        assert!(
+            e.0.contains("READY=1") && e.0.contains("Result timeout"),
+            "{e}"
+        );
         // Done, but already not active (Type=simple payload that exited at once).
         let e = Gate::start("done", st("activating", "auto-restart", 1, 0)).unwrap_err();
         assert!(e.0.contains("after its restart"), "{e}");

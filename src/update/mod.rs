@@ -142,10 +142,10 @@ pub fn update_unit(env: &Env, sd: &mut dyn Systemd, unit: &str) -> Outcome {
         to,
         reason,
     };
-    let path =
-        match pin_file_of(sd, unit) {
-            Ok(Some(p)) => p,
-            Ok(None) => return out(
+    let path = match pin_file_of(sd, unit) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return out(
                 Status::Failed,
                 None,
                 None,
@@ -153,9 +153,10 @@ pub fn update_unit(env: &Env, sd: &mut dyn Systemd, unit: &str) -> Outcome {
                     "{unit} has no EnvironmentFile= that is a skiff pin file (a line {} REF:TAG)",
                     pinfile::FOLLOW
                 ),
-            ),
-            Err(e) => return out(Status::Failed, None, None, e),
-        };
+            )
+        }
+        Err(e) => return out(Status::Failed, None, None, e),
+    };
     let pin = match PinFile::read(&path) {
         Ok(p) => p,
         Err(e) => return out(Status::Failed, None, None, chain(&e)),
@@ -482,6 +483,22 @@ impl pull::Progress for Quiet {
 
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     crate::logging::chain(e)
+}
+
+/// The update lock when no other update holds it.
+pub fn try_lock(
+    store: &Store,
+) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, crate::store::StoreError> {
+    let path = store.root().join("update.lock");
+    match crate::store::lock_file_with(&path, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err(crate::store::StoreError::Io { source, .. })
+            if source.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Serialises updates on a host: a second `skiff update` waits for the first.

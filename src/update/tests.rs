@@ -17,6 +17,7 @@ fn st(active: &str, n: u32, pid: u32) -> UnitState {
         .into(),
         n_restarts: n,
         main_pid: pid,
+        result: "success".into(),
     }
 }
 

@@ -63,7 +63,6 @@ pub enum DbusError {
 pub struct Bus {
     sock: BufReader<UnixStream>,
     path: PathBuf,
-    /// `None` on the private socket (a direct connection has no bus names).
     destination: Option<&'static str>,
     serial: u32,
     /// JobRemoved signals seen while waiting for something else: (job path, result).
@@ -75,7 +74,7 @@ impl Bus {
     pub fn system() -> Result<Bus, DbusError> {
         let root = nix::unistd::geteuid().is_root();
         let mut bus = if root && Path::new(PRIVATE).exists() {
-            Bus::open(Path::new(PRIVATE), None)?
+            Bus::open(Path::new(PRIVATE))?
         } else {
             let addr = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok();
             let path = addr
@@ -83,7 +82,7 @@ impl Bus {
                 .and_then(|a| a.strip_prefix("unix:path="))
                 .map(|p| p.split(',').next().unwrap_or(p).to_string())
                 .unwrap_or_else(|| SYSTEM_BUS.into());
-            let mut bus = Bus::open(Path::new(&path), Some(SYSTEMD))?;
+            let mut bus = Bus::open(Path::new(&path))?;
             bus.call_to(
                 Some("org.freedesktop.DBus"),
                 "/org/freedesktop/DBus",
@@ -106,7 +105,7 @@ impl Bus {
         Ok(bus)
     }
 
-    fn open(path: &Path, destination: Option<&'static str>) -> Result<Bus, DbusError> {
+    fn open(path: &Path) -> Result<Bus, DbusError> {
         let s = UnixStream::connect(path).map_err(|source| DbusError::Connect {
             path: path.into(),
             source,
@@ -117,23 +116,41 @@ impl Bus {
         };
         s.set_read_timeout(Some(CALL_TIMEOUT)).map_err(io)?;
         let mut sock = BufReader::new(s);
-        let uid = nix::unistd::geteuid().as_raw().to_string();
-        let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
-        let hello = format!("\0AUTH EXTERNAL {hex}\r\n");
-        sock.get_mut().write_all(hello.as_bytes()).map_err(io)?;
-        let mut line = String::new();
-        (&mut sock).take(512).read_line(&mut line).map_err(io)?;
-        if !line.starts_with("OK ") {
+        // As sd-bus clients (systemctl) speak it: EXTERNAL with the identity left to the
+        // kernel's SO_PEERCRED (empty DATA), pipelined up to BEGIN.
+        let hello = b"\0AUTH EXTERNAL\r\nDATA\r\nNEGOTIATE_UNIX_FD\r\nBEGIN\r\n";
+        sock.get_mut().write_all(hello).map_err(io)?;
+        let mut ok = false;
+        // DATA, OK <guid>, then AGREE_UNIX_FD (or ERROR: fds are not needed).
+        for _ in 0..3 {
+            let mut line = String::new();
+            (&mut sock).take(512).read_line(&mut line).map_err(io)?;
+            let l = line.trim_end();
+            if l.starts_with("OK ") {
+                ok = true;
+                tracing::debug!(path = %path.display(), line = l, "D-Bus authenticated");
+            } else if l == "DATA" {
+                continue;
+            } else if ok && (l == "AGREE_UNIX_FD" || l.starts_with("ERROR")) {
+                break;
+            } else {
+                return Err(DbusError::Auth {
+                    path: path.into(),
+                    line: l.to_string(),
+                });
+            }
+        }
+        if !ok {
             return Err(DbusError::Auth {
                 path: path.into(),
-                line: line.trim().to_string(),
+                line: "no OK".into(),
             });
         }
-        sock.get_mut().write_all(b"BEGIN\r\n").map_err(io)?;
         Ok(Bus {
             sock,
             path: path.into(),
-            destination,
+            // systemd ignores a call without it even on its private socket, as systemctl knows.
+            destination: Some(SYSTEMD),
             serial: 0,
             jobs_removed: Vec::new(),
         })
@@ -160,6 +177,7 @@ impl Bus {
         let serial = self.serial;
         let bytes = Message::call(dest, path, iface, member, body).encode(serial);
         self.sock.get_mut().write_all(&bytes).map_err(self.io())?;
+        tracing::trace!(member, serial, "D-Bus call sent");
         let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
             let m = self.read(deadline)?;
@@ -204,6 +222,7 @@ impl Bus {
             path: self.path.clone(),
             source,
         })?;
+        tracing::trace!(kind = m.kind, reply = ?m.reply_serial, member = ?m.member, "D-Bus message");
         if m.kind == wire::SIGNAL && m.member.as_deref() == Some("JobRemoved") {
             if let [_, Value::Path(job), _, Value::Str(result)] = m.body.as_slice() {
                 self.jobs_removed.push((job.clone(), result.clone()));
@@ -296,6 +315,7 @@ impl Systemd for Bus {
             sub: self.get_str(&p, UNIT, "SubState")?,
             n_restarts: self.get_u64(&p, SERVICE, "NRestarts")? as u32,
             main_pid: self.get_u64(&p, SERVICE, "MainPID")? as u32,
+            result: self.get_str(&p, SERVICE, "Result")?,
         })
     }
 
