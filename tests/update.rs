@@ -219,9 +219,7 @@ fn update_and_rollback_under_a_real_systemd() {
     let gpg = sign::Gpg::new(&env.path().join("gnupg"));
     let fpr = gpg.gen_key("EDDSA", "release");
     gpg.export(&fpr, &root.join("etc/skiff/release.gpg"), false);
-    let strict = format!(
-        r#"{{"default":[{{"type":"signedBy","keyType":"GPGKeys","keyPath":"/etc/skiff/release.gpg"}}]}}"#
-    );
+    let strict = r#"{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/etc/skiff/release.gpg"}]}"#;
     install(&root, "/etc/skiff/strict.json", strict.as_bytes(), 0o644);
 
     let c = Container::boot(&root, &env.path().join("nspawn.log"));
