@@ -67,6 +67,9 @@ pub struct Bus {
     serial: u32,
     /// JobRemoved signals seen while waiting for something else: (job path, result).
     jobs_removed: Vec<(String, String)>,
+    /// Unit object paths already known (from ListUnits or LoadUnit): one round trip less per
+    /// property read.
+    paths: std::collections::HashMap<String, String>,
 }
 
 impl Bus {
@@ -153,6 +156,7 @@ impl Bus {
             destination: Some(SYSTEMD),
             serial: 0,
             jobs_removed: Vec::new(),
+            paths: std::collections::HashMap::new(),
         })
     }
 
@@ -232,9 +236,15 @@ impl Bus {
     }
 
     fn unit_path(&mut self, unit: &str) -> Result<String, DbusError> {
+        if let Some(p) = self.paths.get(unit) {
+            return Ok(p.clone());
+        }
         let reply = self.manager("LoadUnit", vec![Value::Str(unit.into())])?;
         match reply.first() {
-            Some(Value::Path(p)) => Ok(p.clone()),
+            Some(Value::Path(p)) => {
+                self.paths.insert(unit.to_string(), p.clone());
+                Ok(p.clone())
+            }
             _ => Err(DbusError::Shape {
                 method: "LoadUnit".into(),
             }),
@@ -352,14 +362,18 @@ impl Systemd for Bus {
             }
             .into());
         };
-        Ok(units
-            .iter()
-            .filter_map(|u| match u {
-                Value::Struct(f) => f.first().and_then(Value::as_str),
-                _ => None,
-            })
-            .filter(|n| n.ends_with(".service"))
-            .map(str::to_string)
-            .collect())
+        let mut out = Vec::new();
+        for u in units {
+            // (name, description, load, active, sub, following, path, job id, job type, job path)
+            let Value::Struct(f) = u else { continue };
+            let (Some(Value::Str(name)), Some(Value::Path(path))) = (f.first(), f.get(6)) else {
+                continue;
+            };
+            if name.ends_with(".service") {
+                out.push(name.clone());
+                self.paths.insert(name.clone(), path.clone());
+            }
+        }
+        Ok(out)
     }
 }
