@@ -12,7 +12,8 @@ The first three (with --binary and --url) install /opt/bin/skiff (downloaded fro
 checked against the binary's sha512), the links /opt/bin/etcd-wrapper and
 /opt/bin/kubelet-wrapper to it (skiff started by either name runs that profile, as the CoreOS
 wrapper scripts did), the units (fleet.socket, fleet.service and
-etcd-member.service enabled; kubelet.service installed for operators to enable), the fleet user
+etcd-member.service enabled; kubelet.service and
+skiff-update.timer/.service installed for operators to enable), the fleet user
 and group, a tmpfiles entry for /run/fleet, and the polkit rule that lets the fleet user manage
 units over D-Bus.
 
@@ -43,7 +44,8 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mksysext  # noqa: E402
 
-ENABLED = {"fleet.socket": True, "fleet.service": True, "etcd-member.service": True, "kubelet.service": False}
+ENABLED = {"fleet.socket": True, "fleet.service": True, "etcd-member.service": True, "kubelet.service": False,
+           "skiff-update.service": False, "skiff-update.timer": False}
 
 TMPFILES = "d /run/fleet 0755 fleet fleet -\nd /run/fleet/units 0755 fleet fleet -\n"
 

@@ -17,4 +17,5 @@ pub mod store;
 pub mod transport;
 pub mod trust;
 pub mod unpack;
+pub mod update;
 pub mod wrapper;

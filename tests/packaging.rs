@@ -109,6 +109,12 @@ fn ignition_configs_install_skiff_units_user_tmpfiles_and_polkit() {
             );
             assert_eq!(u["enabled"], name != "kubelet.service", "{file}: {name}");
         }
+        // The update timer is installed, off until an operator enables it.
+        for name in ["skiff-update.service", "skiff-update.timer"] {
+            let u = units.iter().find(|u| u["name"] == name).unwrap();
+            assert_eq!(u["contents"], unit_text(name).as_str(), "{file}: {name}");
+            assert_eq!(u["enabled"], false, "{file}: {name}");
+        }
     }
     let bu = std::fs::read_to_string(out.join("flatcar.bu")).unwrap();
     assert!(bu.starts_with("variant: flatcar\nversion: 1.0.0\n"));
@@ -219,6 +225,20 @@ fn units_follow_the_rules() {
     assert!(
         has("fleet.service", "Type=simple"),
         "fleetd never sends READY=1"
+    );
+    let timer = unit_text("skiff-update.timer");
+    for line in [
+        "OnCalendar=daily",
+        "Persistent=true",
+        "WantedBy=timers.target",
+    ] {
+        assert!(timer.lines().any(|l| l.trim() == line), "{line}");
+    }
+    assert!(timer.contains("RandomizedDelaySec="));
+    assert!(has("skiff-update.service", "Type=oneshot"));
+    assert!(
+        !unit_text("skiff-update.service").contains("[Install]"),
+        "started by the timer only"
     );
     let socket = unit_text("fleet.socket");
     assert!(

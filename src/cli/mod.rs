@@ -4,6 +4,7 @@ mod images;
 mod load;
 mod progress;
 mod run;
+mod update;
 
 pub use run::RunArgs;
 
@@ -184,6 +185,17 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Save a stored image as an image layout or archive, for hosts without a registry.
     Save(load::SaveArgs),
+    /// Move units to what their pin file's tag means now; judge each by its health and roll
+    /// back by itself (results: unchanged, pending, updated, rolled back, failed).
+    Update(update::UpdateArgs),
+    /// Put a unit's previous pin back and restart it, through the same health gate.
+    Rollback {
+        unit: String,
+        #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+        grace: f64,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+    },
     /// Re-check every blob in the store against its digest.
     Verify {
         /// Drop damaged blobs (a later pull fetches them again).
@@ -340,6 +352,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run_image(&cli, args),
         Command::Pin { image, write } => run::pin(&cli, image, write.as_deref()),
         Command::Gc => images::gc(&open_store(&cli)?),
+        Command::Update(args) => update::update(&cli, args),
+        Command::Rollback {
+            unit,
+            grace,
+            format,
+        } => update::rollback(&cli, unit, *grace, format),
         Command::Verify { repair } => images::verify(&open_store(&cli)?, *repair),
         Command::Load(args) => load::load(&cli, args),
         Command::Save(args) => load::save(&cli, args),
@@ -376,6 +394,10 @@ pub fn pull_image(
 /// The exit status for an error that ended skiff before any payload ran: 125 (as podman and
 /// docker use for "the launcher failed"), 127 when the command is not in the image.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<update::UnitsFailed>().is_some() {
+        // Every unit was reported; some rolled back or failed.
+        return 1;
+    }
     match e.downcast_ref::<crate::run::RunError>() {
         Some(crate::run::RunError::CommandNotFound { .. }) => 127,
         _ => 125,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::Cli;
@@ -191,11 +191,19 @@ pub(super) fn pin(cli: &Cli, image: &ImageArgs, write: Option<&std::path::Path>)
     let pinned = format!("{}@{}", choice.reference.name(), img.digest);
     println!("{pinned}");
     if let Some(path) = write {
-        let line = match &choice.profile {
-            Some(p) => format!("{}_IMAGE={pinned}\n", p.prefix),
-            None => format!("{pinned}\n"),
+        let bytes = match &choice.profile {
+            // An environment file with the tag it follows, for `skiff update`.
+            Some(p) => {
+                let pinned: crate::reference::Reference = pinned.parse()?;
+                let follows = match choice.reference.digest() {
+                    Some(_) => None,
+                    None => Some(&choice.reference),
+                };
+                crate::update::pinfile::render(&format!("{}_IMAGE", p.prefix), &pinned, follows)
+            }
+            None => format!("{pinned}\n").into_bytes(),
         };
-        std::fs::write(path, line).with_context(|| format!("writing {}", path.display()))?;
+        crate::update::pinfile::write_atomic(path, &bytes)?;
     }
     Ok(())
 }

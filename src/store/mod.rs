@@ -9,6 +9,7 @@
 
 mod blobs;
 mod gc;
+pub mod holds;
 mod index;
 pub mod lease;
 mod signatures;
@@ -120,6 +121,7 @@ impl Store {
             "rootfs",
             "tmp",
             "leases",
+            "holds",
         ] {
             store.ensure_dir(&root.join(dir))?;
         }
@@ -334,6 +336,16 @@ impl Store {
             }
         }
         Ok(freed)
+    }
+
+    /// Images `owner` keeps whatever the index says (see `holds`).
+    pub fn hold(&self, owner: &str, images: &[holds::Held]) -> Result<(), StoreError> {
+        holds::set(&self.root.join("holds"), owner, images)
+    }
+
+    /// Every held image.
+    pub fn held(&self) -> Result<Vec<holds::Held>, StoreError> {
+        holds::all(&self.root.join("holds"))
     }
 
     /// The reference index.
