@@ -95,6 +95,7 @@ pub fn needed(store: &Store) -> Result<Keep, ImagesError> {
             platform: p,
             size: 0,
             resolved: 0,
+            source: None,
         };
         ("a held image".to_string(), entry)
     });
