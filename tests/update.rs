@@ -247,6 +247,48 @@ fn update_and_rollback_under_a_real_systemd() {
         f["reason"].as_str().unwrap().contains("follows no tag"),
         "{v}"
     );
+    // A check where nothing changed costs one request per unit: a HEAD, no GET.
+    let requests = |reg: &Registry| {
+        let access = reg.log_lines(" HTTP/1.1\" ");
+        access
+            .iter()
+            .filter(|l| l.contains(" /v2/test/app/"))
+            .count()
+    };
+    let (heads, all) = (
+        reg.log_lines("\"HEAD /v2/test/app/manifests/stable").len(),
+        requests(&reg),
+    );
+    let (rc, v, _) = h.update("app.service");
+    assert_eq!(
+        (rc, outcome(&v, "app.service")["status"].as_str()),
+        (0, Some("unchanged"))
+    );
+    assert_eq!(
+        reg.log_lines("\"HEAD /v2/test/app/manifests/stable").len(),
+        heads + 1
+    );
+    assert_eq!(
+        requests(&reg),
+        all + 1,
+        "{:?}",
+        reg.log_lines(" HTTP/1.1\" ")
+    );
+    if std::env::var_os("SKIFF_MEASURE").is_some() {
+        let t = std::time::Instant::now();
+        for _ in 0..20 {
+            c.ok("/opt/bin/skiff update app.service >/dev/null");
+        }
+        eprintln!(
+            "MEASURE: {:?} per unchanged update (nsenter included)",
+            t.elapsed() / 20
+        );
+        let t = std::time::Instant::now();
+        for _ in 0..20 {
+            c.ok("true");
+        }
+        eprintln!("MEASURE: {:?} per nsenter alone", t.elapsed() / 20);
+    }
     // Through the unit, as the timer starts it: the journal has structured fields.
     c.ok("timeout 120 systemctl start skiff-update.service");
     let journal = c.ok("journalctl -u skiff-update.service -o verbose --no-pager");
@@ -345,12 +387,22 @@ fn update_and_rollback_under_a_real_systemd() {
     c.ok(&format!(
         "/opt/bin/skiff rm {host}/test/app@{v2_digest} && /opt/bin/skiff gc"
     ));
-    let bad = app_image(&app, "exit", "v-offline");
+    // READY, then death 3 s later: the pin stays moved long enough to stop the registry.
+    let bad = app_image(&app, "die", "v-offline");
     h.push(&bad);
     c.ok("setsid sh -c '/opt/bin/skiff update --format json --grace 3 app.service >/tmp/offline.json 2>/tmp/offline.err; echo $? >/tmp/offline.rc' </dev/null >/dev/null 2>&1 &");
-    c.wait_for(Duration::from_secs(120), "the pin to move", || {
-        h.pin() != pin_v2
-    });
+    let ended = || c.sh("test -s /tmp/offline.rc").status.success();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while h.pin() == pin_v2 {
+        assert!(
+            std::time::Instant::now() < deadline && !ended(),
+            "the pin never moved: {}\n{}\n{}",
+            stdout(&c.sh("ps -eo pid,stat,wchan:30,args | grep -v ' \\[' ")),
+            stdout(&c.sh("cat /tmp/offline.json /tmp/offline.err")),
+            stdout(&c.sh("journalctl -n 30 --no-pager"))
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     reg.stop();
     c.wait_for(Duration::from_secs(120), "the update to end", || {
         c.sh("test -s /tmp/offline.rc").status.success()
