@@ -16,7 +16,12 @@ pub struct FleetArgs {
     #[arg(long, value_name = "KIND", value_parser = ["etcd"])]
     pub lock: Option<String>,
     /// etcd client URLs, comma-separated, tried in order.
-    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379", value_name = "URLS")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379",
+        value_name = "URLS"
+    )]
     pub etcd_endpoints: Vec<String>,
     /// CA bundle that signed etcd's server certificate.
     #[arg(long, value_name = "FILE")]
@@ -104,9 +109,21 @@ impl FleetArgs {
             let halt = etcd.status(g)?.halt;
             let cleared = etcd.resume(g, None)?;
             if cleared {
-                let host = self.host_id.clone().or_else(|| fleet::machine_id(&self.machine_id_file).ok()).unwrap_or_else(|| "-".into());
-                let detail = halt.map_or(String::new(), |h| format!("halted by {} on {}", h.host, h.to));
-                let e = fleet::Event { time: fleet::now_micros(), host, unit: "-".into(), event: "resumed".into(), detail };
+                let host = self
+                    .host_id
+                    .clone()
+                    .or_else(|| fleet::machine_id(&self.machine_id_file).ok())
+                    .unwrap_or_else(|| "-".into());
+                let detail = halt.map_or(String::new(), |h| {
+                    format!("halted by {} on {}", h.host, h.to)
+                });
+                let e = fleet::Event {
+                    time: fleet::now_micros(),
+                    host,
+                    unit: "-".into(),
+                    event: "resumed".into(),
+                    detail,
+                };
                 if let Err(err) = etcd.record(g, &e) {
                     tracing::warn!(error = %crate::logging::chain(&err), "could not record the resume");
                 }
@@ -116,7 +133,9 @@ impl FleetArgs {
             }
             return Ok(true);
         }
-        let Some(g) = &self.status else { return Ok(false) };
+        let Some(g) = &self.status else {
+            return Ok(false);
+        };
         fleet::check_group(g)?;
         let s = self.etcd()?.status(g)?;
         if format == "json" {
@@ -125,15 +144,39 @@ impl FleetArgs {
         }
         println!("group {g}");
         for (i, h) in s.queue.iter().enumerate() {
-            let role = if i < self.max_unavailable { "holds" } else { "waits" };
-            println!("{role}\t{}\t{}\tsince {}", h.host, h.unit, fleet::fmt_time(h.since));
+            let role = if i < self.max_unavailable {
+                "holds"
+            } else {
+                "waits"
+            };
+            println!(
+                "{role}\t{}\t{}\tsince {}",
+                h.host,
+                h.unit,
+                fleet::fmt_time(h.since)
+            );
         }
         match &s.halt {
-            Some(h) => println!("halted\t{}\t{}\t{}\t{} -> {}\t{}", h.host, h.unit, fleet::fmt_time(h.time), h.from, h.to, h.why),
+            Some(h) => println!(
+                "halted\t{}\t{}\t{}\t{} -> {}\t{}",
+                h.host,
+                h.unit,
+                fleet::fmt_time(h.time),
+                h.from,
+                h.to,
+                h.why
+            ),
             None => println!("not halted"),
         }
         for e in &s.history {
-            println!("{}\t{}\t{}\t{}\t{}", fleet::fmt_time(e.time), e.host, e.unit, e.event, e.detail);
+            println!(
+                "{}\t{}\t{}\t{}\t{}",
+                fleet::fmt_time(e.time),
+                e.host,
+                e.unit,
+                e.event,
+                e.detail
+            );
         }
         Ok(true)
     }

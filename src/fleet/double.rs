@@ -63,7 +63,10 @@ impl Recording {
 
     pub fn events(&self) -> Vec<String> {
         let s = self.state.lock().unwrap();
-        s.history.iter().map(|(_, e)| format!("{} {}", e.host, e.event)).collect()
+        s.history
+            .iter()
+            .map(|(_, e)| format!("{} {}", e.host, e.event))
+            .collect()
     }
 }
 
@@ -74,7 +77,8 @@ fn down() -> LockError {
 impl Lock for Recording {
     fn acquire(&self, group: &str, holder: &Holder, _ttl: Duration) -> Result<i64, LockError> {
         let mut s = self.state.lock().unwrap();
-        s.calls.push(Call::Acquire(group.into(), holder.host.clone()));
+        s.calls
+            .push(Call::Acquire(group.into(), holder.host.clone()));
         if s.down {
             return Err(down());
         }

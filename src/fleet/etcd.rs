@@ -78,12 +78,24 @@ impl Etcd {
                 let mut pem = read(cert)?;
                 pem.push(b'\n');
                 pem.extend(read(key)?);
-                let id = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| bad(&format!("--etcd-cert {} / --etcd-key {}", cert.display(), key.display()), e))?;
+                let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    bad(
+                        &format!(
+                            "--etcd-cert {} / --etcd-key {}",
+                            cert.display(),
+                            key.display()
+                        ),
+                        e,
+                    )
+                })?;
                 b = b.identity(id);
             }
             (None, None) => {}
-            _ => return Err(LockError::Config("--etcd-cert and --etcd-key go together".into())),
+            _ => {
+                return Err(LockError::Config(
+                    "--etcd-cert and --etcd-key go together".into(),
+                ))
+            }
         }
         let mut endpoints = Vec::new();
         for e in &cfg.endpoints {
@@ -115,10 +127,13 @@ impl Etcd {
         let mut failures = Vec::new();
         for ep in &self.endpoints {
             let url = format!("{ep}{path}");
-            let resp = match self.http.post(&url)
+            let resp = match self
+                .http
+                .post(&url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string())
-                .send() {
+                .send()
+            {
                 Ok(r) => r,
                 Err(source) => {
                     failures.push(crate::logging::chain(&LockError::Http {
@@ -130,9 +145,7 @@ impl Etcd {
             };
             let status = resp.status();
             let mut bytes = Vec::new();
-            let got = resp
-                .take(wire::MAX_BODY as u64 + 1)
-                .read_to_end(&mut bytes);
+            let got = resp.take(wire::MAX_BODY as u64 + 1).read_to_end(&mut bytes);
             if let Err(e) = got {
                 failures.push(format!("etcd at {ep}: reading the answer: {e}"));
                 continue;
@@ -229,9 +242,13 @@ impl Lock for Etcd {
     fn resume(&self, group: &str, revision: Option<i64>) -> Result<bool, LockError> {
         let key = b64(format!("{}halt", base(group)).as_bytes());
         let compare = match revision {
-            Some(r) => json!([{ "key": key, "target": "MOD", "result": "EQUAL", "mod_revision": r.to_string() }]),
+            Some(r) => {
+                json!([{ "key": key, "target": "MOD", "result": "EQUAL", "mod_revision": r.to_string() }])
+            }
             // Any halt: its key exists.
-            None => json!([{ "key": key, "target": "CREATE", "result": "GREATER", "create_revision": "0" }]),
+            None => {
+                json!([{ "key": key, "target": "CREATE", "result": "GREATER", "create_revision": "0" }])
+            }
         };
         let body = json!({
             "compare": compare,

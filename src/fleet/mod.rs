@@ -157,7 +157,8 @@ pub fn machine_id(path: &std::path::Path) -> Result<String, LockError> {
 }
 
 pub fn check_host(host: &str) -> Result<(), LockError> {
-    check_group(host).map_err(|_| LockError::Config(format!("host ID {host:?}: letters, digits and @._:- only")))
+    check_group(host)
+        .map_err(|_| LockError::Config(format!("host ID {host:?}: letters, digits and @._:- only")))
 }
 
 pub fn now_micros() -> u64 {
@@ -242,10 +243,16 @@ impl Fleet {
             since: now_micros(),
             create_revision: 0,
         };
-        let lease = self.lock.acquire(&group, &me, self.ttl).map_err(unreachable)?;
+        let lease = self
+            .lock
+            .acquire(&group, &me, self.ttl)
+            .map_err(unreachable)?;
         match self.wait(&group, unit, to, lease) {
             Ok(()) => {
-                self.note(&group, &self.event(unit, "acquired", format!("{from} -> {to}")));
+                self.note(
+                    &group,
+                    &self.event(unit, "acquired", format!("{from} -> {to}")),
+                );
                 Ok(self.slot(group, unit, lease))
             }
             Err(why) => {
@@ -260,16 +267,30 @@ impl Fleet {
 
     /// A halt for the same digest holds the unit; one for an older digest is cleared (a new
     /// digest under the tag is the operator's answer).
-    fn check_halt(&self, group: &str, unit: &str, to: &Digest, s: &GroupStatus) -> Result<(), String> {
+    fn check_halt(
+        &self,
+        group: &str,
+        unit: &str,
+        to: &Digest,
+        s: &GroupStatus,
+    ) -> Result<(), String> {
         let Some(h) = &s.halt else { return Ok(()) };
         if h.to != to.to_string() {
             let cleared = self
                 .lock
                 .resume(group, Some(s.halt_revision))
-                .map_err(|e| format!("clearing the halt of {group}: {}", crate::logging::chain(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "clearing the halt of {group}: {}",
+                        crate::logging::chain(&e)
+                    )
+                })?;
             if cleared {
                 tracing::info!(group, halted_on = %h.to, now = %to, "a new digest under the tag clears the halt");
-                self.note(group, &self.event(unit, "halt cleared", format!("{} -> {to}", h.to)));
+                self.note(
+                    group,
+                    &self.event(unit, "halt cleared", format!("{} -> {to}", h.to)),
+                );
             }
             return Ok(());
         }
@@ -303,7 +324,12 @@ impl Fleet {
             let Some(pos) = pos else {
                 return Err(lost(LockError::LeaseLost(lease)));
             };
-            let holders: Vec<String> = s.queue.iter().take(self.max).map(|h| h.host.clone()).collect();
+            let holders: Vec<String> = s
+                .queue
+                .iter()
+                .take(self.max)
+                .map(|h| h.host.clone())
+                .collect();
             if pos < self.max {
                 // The lease must still be there at the moment of the restart.
                 self.lock.keep_alive(lease).map_err(lost)?;
@@ -321,7 +347,10 @@ impl Fleet {
                 tracing::info!(group, holders = %holders.join(","), place = pos + 1, "waiting for a slot of the fleet lock");
                 logged = holders;
             }
-            std::thread::sleep(self.poll.min(deadline.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                self.poll
+                    .min(deadline.saturating_duration_since(Instant::now())),
+            );
         }
     }
 
@@ -404,8 +433,12 @@ impl Slot {
                 why: format!("{}: {}", o.status.as_str(), o.reason),
             };
             match self.lock.halt(&self.group, &h) {
-                Ok(()) => tracing::warn!(group = %self.group, "{} {}; the group is halted", o.unit, o.status.as_str()),
-                Err(e) => tracing::error!(group = %self.group, error = %crate::logging::chain(&e), "could not write the halt record; the slot stays taken until its lease ends"),
+                Ok(()) => {
+                    tracing::warn!(group = %self.group, "{} {}; the group is halted", o.unit, o.status.as_str())
+                }
+                Err(e) => {
+                    tracing::error!(group = %self.group, error = %crate::logging::chain(&e), "could not write the halt record; the slot stays taken until its lease ends")
+                }
             }
             self.note("halted", format!("{digests}: {}", o.reason));
             return;

@@ -44,9 +44,15 @@ fn int(field: &'static str, v: Option<Int>) -> Result<i64, WireError> {
             let digits = s.strip_prefix('-').unwrap_or(&s);
             if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit())
             {
-                return Err(WireError::Int { field, value: s.chars().take(40).collect() });
+                return Err(WireError::Int {
+                    field,
+                    value: s.chars().take(40).collect(),
+                });
             }
-            s.parse().map_err(|_| WireError::Int { field, value: s.chars().take(40).collect() })
+            s.parse().map_err(|_| WireError::Int {
+                field,
+                value: s.chars().take(40).collect(),
+            })
         }
     }
 }
@@ -197,7 +203,10 @@ struct RawLease {
 pub fn grant(body: &[u8]) -> Result<(i64, i64), WireError> {
     let l: RawLease = parse(body)?;
     if let Some(e) = l.error.filter(|e| !e.is_empty()) {
-        return Err(WireError::Refused { code: -1, message: e.chars().take(200).collect() });
+        return Err(WireError::Refused {
+            code: -1,
+            message: e.chars().take(200).collect(),
+        });
     }
     let id = int("ID", l.ID)?;
     let ttl = int("TTL", l.TTL)?;
@@ -216,9 +225,13 @@ struct RawStream {
 /// lease is gone (expired or revoked).
 pub fn keepalive(body: &[u8]) -> Result<i64, WireError> {
     // The stream may end with a newline or hold more than one message: the first one counts.
-    let first = body.split(|b| *b == b'\n').find(|l| !l.iter().all(u8::is_ascii_whitespace));
+    let first = body
+        .split(|b| *b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace));
     let s: RawStream = parse(first.unwrap_or(b""))?;
-    let r = s.result.ok_or_else(|| WireError::Json("no result in the keepalive answer".into()))?;
+    let r = s
+        .result
+        .ok_or_else(|| WireError::Json("no result in the keepalive answer".into()))?;
     int("TTL", r.TTL)
 }
 
@@ -257,8 +270,14 @@ mod tests {
             grant(br#"{"header":{},"ID":"4111120515637404421","TTL":"5"}"#).unwrap(),
             (4111120515637404421, 5)
         );
-        assert_eq!(keepalive(b"{\"result\":{\"header\":{},\"ID\":\"7\",\"TTL\":\"5\"}}\n").unwrap(), 5);
-        assert_eq!(keepalive(br#"{"result":{"header":{},"ID":"7"}}"#).unwrap(), 0);
+        assert_eq!(
+            keepalive(b"{\"result\":{\"header\":{},\"ID\":\"7\",\"TTL\":\"5\"}}\n").unwrap(),
+            5
+        );
+        assert_eq!(
+            keepalive(br#"{"result":{"header":{},"ID":"7"}}"#).unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -278,12 +297,24 @@ mod tests {
         for (what, body) in cases {
             assert!(range(body).is_err(), "{what}");
             if what.contains("error") || what.starts_with("empty") || what.starts_with("not json") {
-                assert!(txn(body).is_err() && grant(body).is_err() && keepalive(body).is_err(), "{what}");
+                assert!(
+                    txn(body).is_err() && grant(body).is_err() && keepalive(body).is_err(),
+                    "{what}"
+                );
             }
         }
-        let big_value = format!(r#"{{"kvs":[{{"key":"YQ==","value":"{}"}}]}}"#, "A".repeat(MAX_VALUE * 2));
-        assert!(matches!(range(big_value.as_bytes()), Err(WireError::Bytes { .. })));
-        let many = format!(r#"{{"kvs":[{}]}}"#, vec![r#"{"key":"YQ=="}"#; MAX_KVS + 1].join(","));
+        let big_value = format!(
+            r#"{{"kvs":[{{"key":"YQ==","value":"{}"}}]}}"#,
+            "A".repeat(MAX_VALUE * 2)
+        );
+        assert!(matches!(
+            range(big_value.as_bytes()),
+            Err(WireError::Bytes { .. })
+        ));
+        let many = format!(
+            r#"{{"kvs":[{}]}}"#,
+            vec![r#"{"key":"YQ=="}"#; MAX_KVS + 1].join(",")
+        );
         assert_eq!(range(many.as_bytes()), Err(WireError::TooMany));
         let huge = vec![b' '; MAX_BODY + 1];
         assert_eq!(range(&huge), Err(WireError::TooLarge));

@@ -199,7 +199,11 @@ pub fn update_unit(env: &Env, sd: &mut dyn Systemd, unit: &str) -> Outcome {
         Err(why) => return out(Status::Failed, from, Some(to), why),
     };
     // The fleet lock, once the new image is here (the slot is not held through a pull).
-    let slot = match env.fleet.map(|f| f.admit(unit, pin.digest(), &to)).transpose() {
+    let slot = match env
+        .fleet
+        .map(|f| f.admit(unit, pin.digest(), &to))
+        .transpose()
+    {
         Ok(s) => s,
         Err(why) => return out(Status::Held, from, Some(to), why),
     };
@@ -227,7 +231,10 @@ fn update_pinned(
         reason,
     };
     let from = Some(pin.digest().clone());
-    let tag = pin.follows.clone().map_or_else(String::new, |t| t.to_string());
+    let tag = pin
+        .follows
+        .clone()
+        .map_or_else(String::new, |t| t.to_string());
     // 3. the old image stays held (and the previous pin kept) before the pin moves
     let old: pull::Image = match pull::load_digest(env.store, &pin.pinned.to_string(), pin.digest(), &env.opts.platform) {
         Ok(i) => i,

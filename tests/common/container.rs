@@ -109,7 +109,10 @@ impl Container {
     /// first, since a later one would remove the empty cgroups of those already running.
     pub fn boot_many(hosts: &[(&Path, &Path)]) -> Vec<Container> {
         clean_cgroups();
-        hosts.iter().map(|(root, log)| Self::spawn(root, log, &[])).collect()
+        hosts
+            .iter()
+            .map(|(root, log)| Self::spawn(root, log, &[]))
+            .collect()
     }
 
     fn spawn(root: &Path, log: &Path, extra: &[String]) -> Container {
