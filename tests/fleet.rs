@@ -89,51 +89,66 @@ struct Etcd {
 
 impl Etcd {
     fn start(dir: &Path, tls: Option<&(PathBuf, PathBuf, PathBuf)>) -> Etcd {
-        std::fs::create_dir_all(dir).unwrap();
-        let (port, peer) = (registry::free_port(), registry::free_port());
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let url = format!("{scheme}://127.0.0.1:{port}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut args: Vec<String> = [
-            "--name=n1",
-            &format!("--data-dir={}", dir.join("data").display()),
-            &format!("--listen-client-urls={url}"),
-            &format!("--advertise-client-urls={url}"),
-            &format!("--listen-peer-urls={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=n1={peer_url}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if let Some((ca, cert, key)) = tls {
-            args.extend([
-                "--client-cert-auth".to_string(),
-                format!("--trusted-ca-file={}", ca.display()),
-                format!("--cert-file={}", cert.display()),
-                format!("--key-file={}", key.display()),
-            ]);
-        }
-        let mut e = Etcd {
-            child: None,
-            args,
-            dir: dir.to_path_buf(),
-            port,
-            url,
-        };
-        e.resume();
-        e
+        let mut m = Etcd::members(dir, 1, tls);
+        m[0].resume();
+        m.remove(0)
     }
 
-    fn resume(&mut self) {
-        let log_path = self.dir.join("etcd.log");
-        let ready = || {
-            std::fs::read_to_string(&log_path)
-                .unwrap_or_default()
-                .matches("ready to serve client requests")
-                .count()
-        };
-        let before = ready();
+    /// A cluster of `n` members (not started).
+    fn members(dir: &Path, n: usize, tls: Option<&(PathBuf, PathBuf, PathBuf)>) -> Vec<Etcd> {
+        let ports: Vec<(u16, u16)> = (0..n)
+            .map(|_| (registry::free_port(), registry::free_port()))
+            .collect();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("n{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let cluster = cluster.join(",");
+        let mut out = Vec::new();
+        for (i, (port, peer)) in ports.into_iter().enumerate() {
+            let dir = dir.join(format!("n{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let url = format!("{scheme}://127.0.0.1:{port}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let mut args: Vec<String> = [
+                format!("--name=n{i}"),
+                format!("--data-dir={}", dir.join("data").display()),
+                format!("--listen-client-urls={url}"),
+                format!("--advertise-client-urls={url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster={cluster}"),
+            ]
+            .to_vec();
+            if let Some((ca, cert, key)) = tls {
+                args.extend([
+                    "--client-cert-auth".to_string(),
+                    format!("--trusted-ca-file={}", ca.display()),
+                    format!("--cert-file={}", cert.display()),
+                    format!("--key-file={}", key.display()),
+                ]);
+            }
+            out.push(Etcd {
+                child: None,
+                args,
+                dir,
+                port,
+                url,
+            });
+        }
+        out
+    }
+
+    fn ready_count(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("etcd.log"))
+            .unwrap_or_default()
+            .matches("ready to serve client requests")
+            .count()
+    }
+
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -147,16 +162,21 @@ impl Etcd {
             .spawn()
             .expect("etcd (etcd-server)");
         self.child = Some(child);
+    }
+
+    /// Serving once it is part of an elected cluster.
+    fn wait_ready(&self, before: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not listen");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Serving once it has elected itself.
-        while ready() <= before {
+        while self.ready_count() <= before {
             assert!(Instant::now() < deadline, "etcd did not become ready");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    fn resume(&mut self) {
+        let before = self.ready_count();
+        self.spawn();
+        self.wait_ready(before);
     }
 
     fn stop(&mut self) {
@@ -381,7 +401,7 @@ fn a_fleet_rolls_forward_a_few_hosts_at_a_time_and_halts_at_the_first_failure() 
         let pin =
             format!("# skiff-follow: {host}/test/app:stable\nAPP_IMAGE={host}/test/app@{v1}\n");
         install(root, "/etc/skiff/app.env", pin.as_bytes(), 0o644);
-        let id = format!("{:032x}", 0xf1ee7_0000u64 + n as u64);
+        let id = format!("{:032x}", 0xf_1ee7_0000_u64 + n as u64);
         install(root, "/etc/machine-id", format!("{id}\n").as_bytes(), 0o444);
         ids.push(id);
         overlays.push(o);
@@ -539,6 +559,30 @@ fn a_fleet_rolls_forward_a_few_hosts_at_a_time_and_halts_at_the_first_failure() 
         }
     }
     etcd.resume();
+    // No quorum: a three-member cluster with two members stopped.
+    let mut cluster = Etcd::members(&env.path().join("etcd3"), 3, None);
+    for m in cluster.iter_mut() {
+        m.spawn();
+    }
+    for m in &cluster {
+        m.wait_ready(0);
+    }
+    cluster[1].stop();
+    cluster[2].stop();
+    hosts[0].start(
+        "r8b",
+        &format!(
+            "--etcd-endpoints {} {common_args} --lock-timeout 5",
+            cluster[0].url
+        ),
+    );
+    let (s, why) = hosts[0].wait("r8b");
+    assert_eq!(s, "held", "no quorum: {why}");
+    assert!(why.contains("could not be taken"), "no quorum: {why}");
+    eprintln!("no quorum: {why}");
+    assert_eq!(hosts[0].main_pid(), pids[0]);
+    assert!(hosts[0].pin().contains(&v5));
+    drop(cluster);
 
     // 6. TLS with client certificates (the test's PKI); without the client certificate: held.
     let pki = pki::make_pki(&env.path().join("pki"));
