@@ -67,7 +67,12 @@ pub(super) fn update(cli: &Cli, args: &UpdateArgs) -> Result<()> {
     let opts = args.options(cli)?;
     let mut bus = Bus::system().context("connecting to systemd")?;
     let units = if args.units.is_empty() {
-        update::discover(&mut bus).context("asking systemd for units with a pin file")?
+        let found =
+            update::discover(&mut bus).context("asking systemd for units with a pin file")?;
+        if found.is_empty() {
+            tracing::info!("no loaded service has an EnvironmentFile= that is a skiff pin file (a `# skiff-follow:` line); nothing to update");
+        }
+        found
     } else {
         args.units.clone()
     };

@@ -384,7 +384,7 @@ fn decide(env: &Env, tag: &Reference, pin: &PinFile) -> Result<Decision, Undecid
         return Ok(Decision::Same(format!("{tag} still means {now}")));
     }
     // A pin of the host's manifest inside the index the tag names is the same image.
-    if let Some(child) = host_manifest(env, tag, &now).map_err(|e| Undecided::Refused(e))? {
+    if let Some(child) = host_manifest(env, tag, &now).map_err(Undecided::Refused)? {
         if &child == pin.digest() {
             return Ok(Decision::Same(format!(
                 "{tag} means index {now}, whose {} manifest is the pinned {child}",
