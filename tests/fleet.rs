@@ -669,6 +669,11 @@ fn a_fleet_rolls_forward_a_few_hosts_at_a_time_and_halts_at_the_first_failure() 
     for h in &hosts {
         let (s, why) = h.wait("r11");
         assert_eq!(s, "updated", "{}: {why}", h.id);
+        // The wait was logged with who held the slot.
+        assert!(
+            why.contains("waiting for a slot") && why.contains(&dead.id),
+            "{why}"
+        );
     }
     let st = status(&hosts[0], &e);
     // The holder renewed its lease every TTL/3: the lease ends no sooner than 2/3 TTL after
