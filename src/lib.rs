@@ -3,6 +3,7 @@
 //! Data flows one way: reference → manifest → blobs (store) → layers → rootfs → exec.
 
 pub mod cli;
+pub mod fleet;
 pub mod fs;
 pub mod images;
 pub mod logging;

@@ -1,5 +1,6 @@
 //! The command line: clap structs turned into one validated configuration, then dispatched.
 
+mod fleet;
 mod images;
 mod load;
 mod progress;

@@ -30,6 +30,8 @@ pub struct UpdateArgs {
     /// Print the recorded decisions (of UNIT, or all) instead of updating.
     #[arg(long)]
     pub history: bool,
+    #[command(flatten)]
+    pub fleet: super::fleet::FleetArgs,
 }
 
 /// Why skiff exits non-zero after it has reported every unit.
@@ -56,6 +58,10 @@ pub(super) fn update(cli: &Cli, args: &UpdateArgs) -> Result<()> {
         anyhow::ensure!(args.units.len() <= 1, "--history takes at most one UNIT");
         return print_history(&store, args.units.first().map(String::as_str), &args.format);
     }
+    if args.fleet.admin(&args.format)? {
+        return Ok(());
+    }
+    let fleet = args.fleet.fleet()?;
     // Two updates at once would interleave pin writes and restarts: the second waits.
     let _lock = (!args.dry_run).then(|| wait_for_lock(&store)).transpose()?;
     let opts = args.options(cli)?;
@@ -83,6 +89,7 @@ pub(super) fn update(cli: &Cli, args: &UpdateArgs) -> Result<()> {
         new_client: &new_client,
         trust: &trust,
         opts: &opts,
+        fleet: fleet.as_ref(),
     };
     let mut outcomes = Vec::new();
     for unit in &units {
@@ -110,6 +117,7 @@ pub(super) fn rollback(cli: &Cli, unit: &str, grace: f64, format: &str) -> Resul
         health_cmd: None,
         format: format.into(),
         history: false,
+        fleet: Default::default(),
     };
     let mut bus = Bus::system().context("connecting to systemd")?;
     let o = update::rollback_unit(&mut bus, unit, &args.options(cli)?);

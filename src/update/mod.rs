@@ -42,6 +42,10 @@ pub enum Status {
     RolledBack,
     #[serde(rename = "failed")]
     Failed,
+    /// The fleet lock said no (halted group, no slot in time, etcd unreachable): nothing
+    /// restarted.
+    #[serde(rename = "held")]
+    Held,
 }
 
 impl Status {
@@ -52,6 +56,7 @@ impl Status {
             Status::Updated => "updated",
             Status::RolledBack => "rolled back",
             Status::Failed => "failed",
+            Status::Held => "held",
         }
     }
 
@@ -93,6 +98,8 @@ pub struct Env<'a> {
     pub new_client: &'a dyn Fn() -> Client,
     pub trust: &'a Trust,
     pub opts: &'a Options,
+    /// `--lock etcd`: a slot of the unit's group before the pin moves.
+    pub fleet: Option<&'a crate::fleet::Fleet>,
 }
 
 /// The pin file of a unit: its one EnvironmentFile= that is a skiff pin file.
@@ -191,6 +198,43 @@ pub fn update_unit(env: &Env, sd: &mut dyn Systemd, unit: &str) -> Outcome {
         Ok(held) => held,
         Err(why) => return out(Status::Failed, from, Some(to), why),
     };
+    // The fleet lock, once the new image is here (the slot is not held through a pull).
+    let slot = match env
+        .fleet
+        .map(|f| f.admit(unit, pin.digest(), &to))
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(why) => return out(Status::Held, from, Some(to), why),
+    };
+    let o = update_pinned(env, sd, unit, &pin, &new, to);
+    if let Some(s) = slot {
+        s.finish(&o);
+    }
+    o
+}
+
+/// Steps 3 to 5, once the new image is obtained (and the fleet lock, when asked for, taken).
+fn update_pinned(
+    env: &Env,
+    sd: &mut dyn Systemd,
+    unit: &str,
+    pin: &PinFile,
+    new: &pull::Image,
+    to: Digest,
+) -> Outcome {
+    let out = |status, from, to, reason: String| Outcome {
+        unit: unit.to_string(),
+        status,
+        from,
+        to,
+        reason,
+    };
+    let from = Some(pin.digest().clone());
+    let tag = pin
+        .follows
+        .clone()
+        .map_or_else(String::new, |t| t.to_string());
     // 3. the old image stays held (and the previous pin kept) before the pin moves
     let old: pull::Image = match pull::load_digest(env.store, &pin.pinned.to_string(), pin.digest(), &env.opts.platform) {
         Ok(i) => i,
@@ -203,7 +247,7 @@ pub fn update_unit(env: &Env, sd: &mut dyn Systemd, unit: &str) -> Outcome {
             .collect();
         env.store.hold(&owner(unit), &v)
     };
-    if let Err(e) = hold(&[&old, &new]) {
+    if let Err(e) = hold(&[&old, new]) {
         return out(
             Status::Failed,
             from,
@@ -211,14 +255,14 @@ pub fn update_unit(env: &Env, sd: &mut dyn Systemd, unit: &str) -> Outcome {
             format!("holding the images in the store: {}", chain(&e)),
         );
     }
-    if let Err(e) = move_pin(&pin, &to) {
+    if let Err(e) = move_pin(pin, &to) {
         return out(Status::Failed, from, Some(to), chain(&e));
     }
     // 4. restart and judge
     match restart_and_judge(sd, unit, env.opts) {
         Ok(()) => {
             // The next rollback goes back to what ran until now.
-            if let Err(e) = hold(&[&new, &old]) {
+            if let Err(e) = hold(&[new, &old]) {
                 tracing::warn!(unit, error = %chain(&e), "could not move the store hold");
             }
             out(
@@ -230,7 +274,7 @@ pub fn update_unit(env: &Env, sd: &mut dyn Systemd, unit: &str) -> Outcome {
         }
         // 5. roll back
         Err(why) => {
-            let back = roll_back(sd, unit, &pin, env.opts);
+            let back = roll_back(sd, unit, pin, env.opts);
             match back {
                 Ok(()) => out(Status::RolledBack, from, Some(to), why.to_string()),
                 Err(again) => out(
