@@ -116,3 +116,71 @@ fn progress_on_a_terminal_and_log_lines_otherwise() {
         "no terminal control codes in logs: {err:?}"
     );
 }
+
+/// A layer whose tree depends on its lowers (`a/f` with no entry for `a/`) is kept under its
+/// ChainID, once per lower stack: `gc` keeps both while their images are listed, keeps the
+/// one a running payload leases after its image is removed (with its base), and collects
+/// each once nothing names or leases it.
+#[test]
+fn gc_keeps_and_collects_chain_keyed_trees() {
+    let env = Env::new();
+    let reg = env.registry();
+    let app = tar(&[file("a/f", b"app", 0o644)]);
+    let bases = [
+        busybox_layer(&[Entry::Dir("a", 0o700)]),
+        busybox_layer(&[Entry::Dir("a", 0o750)]),
+    ];
+    let mut refs = Vec::new();
+    let mut own = Vec::new();
+    let mut chain = Vec::new();
+    for (i, base) in bases.iter().enumerate() {
+        let img = build(&[base.clone(), app.clone()], &Spec::default());
+        push(&reg.url(), &format!("chain/img{i}"), "v1", &img);
+        let r = format!("{}/chain/img{i}:v1", reg.host());
+        ok(env.skiff(&["pull", &r]));
+        refs.push(r);
+        own.push(sha(base)[7..].to_string());
+        let id = format!("{} {}", sha(base), sha(&app));
+        chain.push(format!("chain-{}", &sha(id.as_bytes())[7..]));
+    }
+    let trees = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(env.root.join("layers"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let all: std::collections::BTreeSet<String> = (0..2)
+        .flat_map(|i| [own[i].clone(), format!("{}.self", own[i]), chain[i].clone()])
+        .collect();
+    assert_eq!(
+        trees(),
+        all,
+        "the app layer once per base, under its ChainID"
+    );
+    ok(env.skiff(&["gc"]));
+    assert_eq!(trees(), all, "listed images keep their trees");
+
+    let mut child = env
+        .skiff_cmd(&[
+            "run",
+            "--pull=never",
+            "--exec",
+            "/bin/sleep",
+            &refs[0],
+            "--",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok(env.skiff(&["rm", &refs[0]]));
+    ok(env.skiff(&["rm", &refs[1]]));
+    ok(env.skiff(&["gc"]));
+    let leased: std::collections::BTreeSet<String> =
+        [own[0].clone(), format!("{}.self", own[0]), chain[0].clone()].into();
+    assert_eq!(trees(), leased, "the running payload's trees stay");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok(env.skiff(&["gc"]));
+    assert!(trees().is_empty(), "{:?}", trees());
+}

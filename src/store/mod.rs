@@ -291,6 +291,21 @@ impl Store {
                 || fs::symlink_metadata(self.self_mark(key)).is_ok_and(|m| m.is_file()))
     }
 
+    /// Removes the marks of `self_mark` whose tree is gone (a skiff stopped between the two).
+    pub fn remove_orphan_marks(&self) -> Result<(), StoreError> {
+        let layers = self.root.join("layers");
+        for name in list_names(&layers)? {
+            let Some(tree) = name.strip_suffix(".self") else {
+                continue;
+            };
+            if TreeKey::from_layer_dir(tree).is_some() && !self.has_tree(&layers.join(tree)) {
+                let p = layers.join(&name);
+                fs::remove_file(&p).map_err(io_err("remove", &p))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Marks a layer tree self-contained (before it is renamed into place).
     pub fn mark_self_contained(&self, key: &TreeKey) -> Result<(), StoreError> {
         let p = self.self_mark(key);
