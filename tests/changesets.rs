@@ -716,12 +716,16 @@ fn a_waiting_layer_is_removed_when_another_fails_and_the_next_pull_works() {
     assert_eq!(fs::read_to_string(ours.join("a/f")).unwrap(), "implies a");
 }
 
-/// The tree names of `layers/` in the store.
-fn layer_trees(env: &Env) -> BTreeSet<String> {
-    fs::read_dir(env.root.join("layers"))
+/// The names in `layers/` (or another directory of the store).
+fn names_in(env: &Env, dir: &str) -> BTreeSet<String> {
+    fs::read_dir(env.root.join(dir))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect()
+}
+
+fn layer_trees(env: &Env) -> BTreeSet<String> {
+    names_in(env, "layers")
 }
 
 /// Two bases where `a/` is 0700 5:6 and 0750 7:8, and one app layer of GNU tar's with only
@@ -791,8 +795,17 @@ fn one_layer_over_two_bases_in_one_store_takes_each_bases_directory() {
         }
         let trees = layer_trees(&env);
         let chained = trees.iter().filter(|n| n.starts_with("chain-")).count();
-        let marked = trees.iter().filter(|n| n.ends_with(".self")).count();
-        assert_eq!((chained, marked), (2, 3), "{order:?}: {trees:?}");
+        let shared: BTreeSet<String> = trees
+            .iter()
+            .filter(|n| !n.starts_with("chain-"))
+            .cloned()
+            .collect();
+        assert_eq!((chained, shared.len()), (2, 3), "{order:?}: {trees:?}");
+        assert_eq!(
+            names_in(&env, "layers-self"),
+            shared,
+            "marked self-contained"
+        );
         for &i in &order {
             let ours = env.path().join(format!("ours{i}"));
             ok(env.skiff(&["unpack", &refs_of[i], ours.to_str().unwrap()]));
@@ -864,4 +877,5 @@ fn an_older_skiffs_tree_of_a_dependent_layer_is_not_reused() {
     ok(env.skiff(&["rm", &refs_of[1]]));
     ok(env.skiff(&["gc"]));
     assert!(layer_trees(&env).is_empty(), "{:?}", layer_trees(&env));
+    assert!(names_in(&env, "layers-self").is_empty());
 }

@@ -60,7 +60,12 @@ fn planted_symlinks_in_the_store_are_not_followed() {
     assert_eq!(std::fs::read(outside.join("config")).unwrap(), img.config);
 
     // A layer tree replaced by a symlink to a directory elsewhere is unpacked again, for real.
-    let layer = env.root.join("layers").join(&sha(&layers[1])[7..]);
+    // (Layer 2 has no entry for `etc/`: its tree is its stack's, under the ChainID.)
+    let chain = format!("{} {}", sha(&layers[0]), sha(&layers[1]));
+    let layer = env
+        .root
+        .join("layers")
+        .join(format!("chain-{}", &sha(chain.as_bytes())[7..]));
     std::fs::remove_dir_all(&layer).unwrap();
     std::fs::create_dir_all(outside.join("fake-layer/etc")).unwrap();
     std::fs::write(outside.join("fake-layer/etc/motd"), b"planted").unwrap();
@@ -143,14 +148,19 @@ fn gc_keeps_and_collects_chain_keyed_trees() {
         let id = format!("{} {}", sha(base), sha(&app));
         chain.push(format!("chain-{}", &sha(id.as_bytes())[7..]));
     }
+    // The trees, and (`+name`) the marks of self-contained ones.
     let trees = || -> std::collections::BTreeSet<String> {
-        std::fs::read_dir(env.root.join("layers"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
+        let names = |d: &str| -> Vec<String> {
+            std::fs::read_dir(env.root.join(d))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let marks = names("layers-self").into_iter().map(|n| format!("+{n}"));
+        names("layers").into_iter().chain(marks).collect()
     };
     let all: std::collections::BTreeSet<String> = (0..2)
-        .flat_map(|i| [own[i].clone(), format!("{}.self", own[i]), chain[i].clone()])
+        .flat_map(|i| [own[i].clone(), format!("+{}", own[i]), chain[i].clone()])
         .collect();
     assert_eq!(
         trees(),
@@ -177,7 +187,7 @@ fn gc_keeps_and_collects_chain_keyed_trees() {
     ok(env.skiff(&["rm", &refs[1]]));
     ok(env.skiff(&["gc"]));
     let leased: std::collections::BTreeSet<String> =
-        [own[0].clone(), format!("{}.self", own[0]), chain[0].clone()].into();
+        [own[0].clone(), format!("+{}", own[0]), chain[0].clone()].into();
     assert_eq!(trees(), leased, "the running payload's trees stay");
     child.kill().unwrap();
     child.wait().unwrap();

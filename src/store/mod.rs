@@ -117,6 +117,7 @@ impl Store {
             "blobs/sha256",
             "ingest",
             "layers",
+            "layers-self",
             "rootfs",
             "tmp",
             "leases",
@@ -273,14 +274,15 @@ impl Store {
         Ok(out)
     }
 
-    /// The mark `layers/<key>.self` beside a layer tree keyed by its diff_id (or blob) that
-    /// this skiff found self-contained: the same whatever lies below it, so any image may
-    /// share it. Trees an older skiff made have none and are not reused: such a layer may
-    /// depend on its lowers, and its tree is then only right for the image that made it.
+    /// The mark `layers-self/<name>` of a layer tree `layers/<name>` keyed by its diff_id (or
+    /// blob) that this skiff found self-contained: the same whatever lies below it, so any
+    /// image may share it. Trees an older skiff made have none and are not reused: such a
+    /// layer may depend on its lowers, and its tree is then only right for the image that
+    /// made it.
     pub fn self_mark(&self, key: &TreeKey) -> PathBuf {
-        let mut p = self.tree_path(key).into_os_string();
-        p.push(".self");
-        PathBuf::from(p)
+        let tree = self.tree_path(key);
+        let name = tree.file_name().unwrap_or_default();
+        self.root.join("layers-self").join(name)
     }
 
     /// Whether `key`'s tree is in place and, for a layer keyed by its own digest, marked
@@ -293,13 +295,10 @@ impl Store {
 
     /// Removes the marks of `self_mark` whose tree is gone (a skiff stopped between the two).
     pub fn remove_orphan_marks(&self) -> Result<(), StoreError> {
-        let layers = self.root.join("layers");
-        for name in list_names(&layers)? {
-            let Some(tree) = name.strip_suffix(".self") else {
-                continue;
-            };
-            if TreeKey::from_layer_dir(tree).is_some() && !self.has_tree(&layers.join(tree)) {
-                let p = layers.join(&name);
+        let (layers, marks) = (self.root.join("layers"), self.root.join("layers-self"));
+        for name in list_names(&marks)? {
+            if !self.has_tree(&layers.join(&name)) {
+                let p = marks.join(&name);
                 fs::remove_file(&p).map_err(io_err("remove", &p))?;
             }
         }
@@ -322,10 +321,12 @@ impl Store {
     /// `remove_tree` for a caller that holds the tree's lock.
     pub fn remove_tree_locked(&self, key: &TreeKey) -> Result<(), StoreError> {
         // The mark first: a tree without it is never reused, a mark without a tree means nothing.
-        let mark = self.self_mark(key);
-        if let Err(e) = fs::remove_file(&mark) {
-            if e.kind() != io::ErrorKind::NotFound {
-                return Err(io_err("remove", &mark)(e));
+        if matches!(key, TreeKey::Layer(_) | TreeKey::Schema1Layer(_)) {
+            let mark = self.self_mark(key);
+            if let Err(e) = fs::remove_file(&mark) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(io_err("remove", &mark)(e));
+                }
             }
         }
         let src = self.tree_path(key);
