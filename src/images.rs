@@ -79,7 +79,15 @@ pub fn obtain(
 pub fn uses(img: &Image) -> Keep {
     let mut k = Keep::default();
     k.blobs.extend(img.blobs());
+    // Each layer's tree is under its own key or, where it depends on its lowers, its stack's
+    // (see `unpack::staged`); both stay. An unmarked tree an older skiff made under the
+    // layer's own key stays too while the image is listed, and goes with it.
     k.trees.extend(img.layers.iter().map(TreeKey::of_layer));
+    k.trees.extend(
+        crate::store::chain_ids(&img.layers)
+            .into_iter()
+            .map(TreeKey::Chain),
+    );
     k.trees.insert(TreeKey::Flat(img.manifest.clone()));
     k
 }

@@ -715,3 +715,167 @@ fn a_waiting_layer_is_removed_when_another_fails_and_the_next_pull_works() {
     assert_eq!(tree::describe(&ours)["a"].mode, 0o700);
     assert_eq!(fs::read_to_string(ours.join("a/f")).unwrap(), "implies a");
 }
+
+/// The names in `layers/` (or another directory of the store).
+fn names_in(env: &Env, dir: &str) -> BTreeSet<String> {
+    fs::read_dir(env.root.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn layer_trees(env: &Env) -> BTreeSet<String> {
+    names_in(env, "layers")
+}
+
+/// Two bases where `a/` is 0700 5:6 and 0750 7:8, and one app layer of GNU tar's with only
+/// `a/f` (as `umoci raw add-layer` or `crane append` put onto each): the layers of the two
+/// images, bottom first (busybox, so a payload runs, then the base, then the app layer).
+fn two_bases_layers(work: &Path) -> [Vec<PathBuf>; 2] {
+    let bb = work.join("busybox.tar");
+    fs::write(&bb, busybox_layer(&[])).unwrap();
+    let base = |name: &str, mode, uid, gid| {
+        let src = work.join(name);
+        dir(&src.join("a"), mode, uid, gid);
+        write(&src.join("a/old"), name);
+        set_times(&src.join("a"), T_LOWER);
+        layer(
+            Writer::Gnu,
+            &src,
+            &work.join(format!("{name}.tar")),
+            &["a", "a/old"],
+        )
+    };
+    let (one, two) = (base("one", 0o700, 5, 6), base("two", 0o750, 7, 8));
+    let up = work.join("app");
+    write(&up.join("a/f"), "app");
+    let app = layer(Writer::Gnu, &up, &work.join("app.tar"), &["a/f"]);
+    [vec![bb.clone(), one, app.clone()], vec![bb, two, app]]
+}
+
+/// One app layer over two different bases, both images pulled into one store (in both
+/// orders): each gets the app layer's tree over its own base, as umoci's unpack and GNU tar
+/// have it, in the flat tree and in the overlay a payload runs on; the app layer is unpacked
+/// once per lower stack (`layers/chain-<ChainID>`), the self-contained bases once each under
+/// their diff_ids.
+#[test]
+fn one_layer_over_two_bases_in_one_store_takes_each_bases_directory() {
+    let work_env = Env::new();
+    let stacks = two_bases_layers(work_env.path());
+    let want = [(0o700, 5, 6), (0o750, 7, 8)];
+    let mut refs_of = Vec::new();
+    let mut layouts = Vec::new();
+    let reg = work_env.registry();
+    for (i, layers) in stacks.iter().enumerate() {
+        let w = work_env.path().join(format!("img{i}"));
+        fs::create_dir(&w).unwrap();
+        let layout = umoci_image(&w, layers);
+        let r = format!("{}/changesets/bases{i}:v1", reg.host());
+        run_ok(Command::new("skopeo").args([
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{layout}"),
+            &format!("docker://{r}"),
+        ]));
+        let bundle = w.join("bundle");
+        run_ok(
+            Command::new("umoci")
+                .args(["unpack", "--image", &layout])
+                .arg(&bundle),
+        );
+        let gnu = w.join("gnu");
+        gnu_apply(layers, &gnu);
+        refs_of.push(r);
+        layouts.push((bundle.join("rootfs"), gnu));
+    }
+    for order in [[0, 1], [1, 0]] {
+        let env = Env::new();
+        for &i in &order {
+            ok(env.skiff(&["pull", &refs_of[i]]));
+        }
+        let trees = layer_trees(&env);
+        let chained = trees.iter().filter(|n| n.starts_with("chain-")).count();
+        let shared: BTreeSet<String> = trees
+            .iter()
+            .filter(|n| !n.starts_with("chain-"))
+            .cloned()
+            .collect();
+        assert_eq!((chained, shared.len()), (2, 3), "{order:?}: {trees:?}");
+        assert_eq!(
+            names_in(&env, "layers-self"),
+            shared,
+            "marked self-contained"
+        );
+        for &i in &order {
+            let ours = env.path().join(format!("ours{i}"));
+            ok(env.skiff(&["unpack", &refs_of[i], ours.to_str().unwrap()]));
+            let t = tree::describe(&ours);
+            let a = &t["a"];
+            assert_eq!((a.mode, a.uid, a.gid), want[i], "{order:?}: image {i}");
+            assert_eq!(fs::metadata(ours.join("a")).unwrap().mtime(), T_LOWER);
+            let (umoci, gnu) = &layouts[i];
+            assert_eq!(t, tree::describe(umoci), "{order:?}: image {i} vs umoci");
+            assert_eq!(t, tree::describe(gnu), "{order:?}: image {i} vs GNU tar");
+            let out = ok(env.skiff(&[
+                "run",
+                "--pull=never",
+                "--exec",
+                "/bin/sh",
+                &refs_of[i],
+                "--",
+                "-c",
+                "stat -c '%a %u:%g %Y' /a; cat /a/f /a/old",
+            ]));
+            let (mode, uid, gid) = want[i];
+            let name = ["one", "two"][i];
+            assert_eq!(
+                out.trim(),
+                format!("{mode:o} {uid}:{gid} {T_LOWER}\napp{name}"),
+                "{order:?}: image {i} in the overlay"
+            );
+        }
+    }
+}
+
+/// A store an earlier skiff filled: the app layer's tree under its diff_id, made over the
+/// first base. It is not reused for the other base (nor for the first: it is unmarked), and
+/// `gc` collects it once no image names it.
+#[test]
+fn an_older_skiffs_tree_of_a_dependent_layer_is_not_reused() {
+    let env = Env::new();
+    let stacks = two_bases_layers(env.path());
+    let reg = env.registry();
+    let mut refs_of = Vec::new();
+    for (i, layers) in stacks.iter().enumerate() {
+        let w = env.path().join(format!("img{i}"));
+        fs::create_dir(&w).unwrap();
+        let layout = umoci_image(&w, layers);
+        let r = format!("{}/changesets/old{i}:v1", reg.host());
+        run_ok(Command::new("skopeo").args([
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{layout}"),
+            &format!("docker://{r}"),
+        ]));
+        refs_of.push(r);
+    }
+    ok(env.skiff(&["pull", &refs_of[0]]));
+    // What an earlier skiff left: the tree made over base one, under the app's diff_id.
+    let app_diff = sha(&fs::read(&stacks[0][2]).unwrap())[7..].to_string();
+    let layers = env.root.join("layers");
+    let chain = layer_trees(&env)
+        .into_iter()
+        .find(|n| n.starts_with("chain-"))
+        .unwrap();
+    fs::rename(layers.join(&chain), layers.join(&app_diff)).unwrap();
+    ok(env.skiff(&["pull", &refs_of[1]]));
+    let ours = env.path().join("ours1");
+    ok(env.skiff(&["unpack", &refs_of[1], ours.to_str().unwrap()]));
+    let a = &tree::describe(&ours)["a"];
+    assert_eq!((a.mode, a.uid, a.gid), (0o750, 7, 8), "not base one's");
+    ok(env.skiff(&["rm", &refs_of[0]]));
+    ok(env.skiff(&["rm", &refs_of[1]]));
+    ok(env.skiff(&["gc"]));
+    assert!(layer_trees(&env).is_empty(), "{:?}", layer_trees(&env));
+    assert!(names_in(&env, "layers-self").is_empty());
+}

@@ -70,6 +70,10 @@ pub struct Applier<'r> {
     /// Directories made for entries below them that have no entry of their own (yet): their
     /// metadata comes from the lower layers (see `implied`).
     implied: std::collections::BTreeMap<std::path::PathBuf, InnerPath>,
+    /// Whether an entry reached into the lower layers: a hardlink to a path this layer does
+    /// not carry, or a whiteout whose parent it lacks. With `implied`, what makes the tree
+    /// depend on the layers below (see `TreeKey::Chain`).
+    reaches_lower: bool,
 }
 
 fn meta_of(m: &Member) -> Result<Meta, EntryError> {
@@ -128,6 +132,7 @@ impl<'r> Applier<'r> {
             lower,
             dirs: Vec::new(),
             implied: std::collections::BTreeMap::new(),
+            reaches_lower: false,
         }
     }
 
@@ -225,7 +230,8 @@ impl<'r> Applier<'r> {
     /// every tree on one filesystem), so a flattened tree can keep the two names one inode, as
     /// applying the layers in order does; a copy where the link cannot be made. The topmost
     /// lower layer with the path decides; a whiteout there means the target does not exist.
-    fn link_from_lower(&self, target: &InnerPath, at: &At) -> Result<(), EntryError> {
+    fn link_from_lower(&mut self, target: &InnerPath, at: &At) -> Result<(), EntryError> {
+        self.reaches_lower = true;
         let not_found = || EntryError::LowerLink(target.display());
         let Some(lowers) = self.lower else {
             return Err(not_found());
@@ -304,6 +310,7 @@ impl<'r> Applier<'r> {
             }) => {
                 // The parent comes from a lower layer, if from anywhere. Creating it here
                 // would turn a lower non-directory into a directory, so ask the lower layers.
+                self.reaches_lower = true;
                 let Some(lowers) = self.lower else {
                     return Err(EntryError::LowerWhiteout(target.display()));
                 };
@@ -342,8 +349,9 @@ impl<'r> Applier<'r> {
     }
 
     /// Applies directory metadata, deepest first, and gives back the directories the layer
-    /// implies without carrying them, for `implied::decide`.
-    pub fn finish(mut self) -> Result<Vec<InnerPath>, (String, EntryError)> {
+    /// implies without carrying them, for `implied::decide`, and whether the tree depends on
+    /// the layers below (it implies directories, or an entry reached into them).
+    pub fn finish(mut self) -> Result<(Vec<InnerPath>, bool), (String, EntryError)> {
         self.dirs
             .sort_by_key(|(p, _)| std::cmp::Reverse(p.as_ref().map_or(0, |p| p.display().len())));
         for (path, meta) in &self.dirs {
@@ -360,7 +368,8 @@ impl<'r> Applier<'r> {
             meta.apply(&f)
                 .map_err(|e| (name.clone(), errno("setting directory metadata")(e)))?;
         }
-        Ok(self.implied.into_values().collect())
+        let depends = self.reaches_lower || !self.implied.is_empty();
+        Ok((self.implied.into_values().collect(), depends))
     }
 }
 

@@ -125,11 +125,12 @@ pub fn ensure_rootfs(
     image: &Image,
     storage: Storage,
 ) -> Result<Unpacked, UnpackError> {
-    let layers = ensure_layers(store, image)?;
+    let keys = ensure_layer_keys(store, image)?;
+    let layers: Vec<PathBuf> = keys.iter().map(|k| store.tree_path(k)).collect();
     Ok(match storage {
         Storage::Overlay => Unpacked {
             rootfs: Rootfs::Overlay(layers),
-            trees: image.layers.iter().map(TreeKey::of_layer).collect(),
+            trees: keys,
         },
         Storage::Flat => Unpacked {
             rootfs: Rootfs::Flat(ensure_flat(store, image, &layers)?),
@@ -140,16 +141,20 @@ pub fn ensure_rootfs(
 
 /// Makes sure every layer of `image` is unpacked; returns their trees, bottom layer first.
 pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, UnpackError> {
+    Ok(ensure_layer_keys(store, image)?
+        .iter()
+        .map(|k| store.tree_path(k))
+        .collect())
+}
+
+/// `ensure_layers`, giving the trees' keys: each layer's own where it is self-contained, its
+/// stack's (`TreeKey::Chain`) where its tree depends on the layers below (see `staged`).
+pub fn ensure_layer_keys(store: &Store, image: &Image) -> Result<Vec<TreeKey>, UnpackError> {
     store.clean_stale_staging();
-    let mut todo: Vec<&Layer> = Vec::new();
-    for l in &image.layers {
-        let key = TreeKey::of_layer(l);
-        if !store.has_tree(&store.tree_path(&key))
-            && !todo.iter().any(|t| TreeKey::of_layer(t) == key)
-        {
-            todo.push(l);
-        }
-    }
+    let chains = crate::store::chain_ids(&image.layers);
+    let todo: Vec<usize> = (0..image.layers.len())
+        .filter(|&i| staged::find(store, &image.layers[i], &chains[i]).is_none())
+        .collect();
     // Layers are independent until mounted, except for a hardlink into a lower layer or a
     // whiteout below a directory the layer lacks (rare): such a layer is unpacked again after
     // the others, with them to look at. A layer that implies directories it does not carry
@@ -157,16 +162,15 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     // has nothing below it, which is known at once.
     let deferred = std::sync::Mutex::new(Vec::new());
     let waiting = std::sync::Mutex::new(Vec::new());
-    let bottom = image.layers.first().map(TreeKey::of_layer);
-    crate::parallel::for_each(&todo, crate::parallel::cores(), |l| {
-        let key = TreeKey::of_layer(l);
-        let lower: Option<&[PathBuf]> = (bottom.as_ref() == Some(&key)).then_some(&[]);
-        match unpack_layer(store, l, lower) {
+    crate::parallel::for_each(&todo, crate::parallel::cores(), |&i| {
+        let l = &image.layers[i];
+        let lower: Option<&[PathBuf]> = (i == 0).then_some(&[]);
+        match unpack_layer(store, l, &chains[i], lower) {
             Ok(Some(staged)) => {
                 waiting
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((key, staged));
+                    .push((i, staged));
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -174,7 +178,7 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
                 source: EntryError::LowerLink(_) | EntryError::LowerWhiteout(_),
                 ..
             }) => {
-                deferred.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+                deferred.lock().unwrap_or_else(|p| p.into_inner()).push(i);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -182,25 +186,30 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
     })?;
     let deferred = deferred.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut waiting = waiting.into_inner().unwrap_or_else(|p| p.into_inner());
-    let trees: Vec<PathBuf> = image
-        .layers
-        .iter()
-        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
-        .collect();
-    // Bottom up, so each layer's lowers are final when it looks at them.
+    // Bottom up, so each layer's lowers are final (and their keys known) when it looks at them.
+    let mut keys: Vec<TreeKey> = Vec::with_capacity(image.layers.len());
+    let mut trees: Vec<PathBuf> = Vec::with_capacity(image.layers.len());
     for (i, l) in image.layers.iter().enumerate() {
-        let key = TreeKey::of_layer(l);
-        let lower: Vec<PathBuf> = trees[..i].iter().rev().cloned().collect();
-        if deferred.contains(&key) {
+        let lower: Vec<PathBuf> = trees.iter().rev().cloned().collect();
+        if deferred.contains(&i) {
             // With the lowers given, nothing is left waiting.
-            if let Some(staged) = unpack_layer(store, l, Some(&lower))? {
+            if let Some(staged) = unpack_layer(store, l, &chains[i], Some(&lower))? {
                 staged.decide(&lower)?;
             }
-        } else if let Some(at) = waiting.iter().position(|(k, _)| *k == key) {
+        } else if let Some(at) = waiting.iter().position(|(k, _)| *k == i) {
             waiting.swap_remove(at).1.decide(&lower)?;
         }
+        let key = staged::find(store, l, &chains[i]).ok_or_else(|| {
+            io_err(
+                l,
+                "finding its unpacked tree (removed while this image was unpacked?)",
+                io::Error::from(io::ErrorKind::NotFound),
+            )
+        })?;
+        trees.push(store.tree_path(&key));
+        keys.push(key);
     }
-    Ok(trees)
+    Ok(keys)
 }
 
 /// Builds the tree `key` names once, whoever asks: under its lock, in a fresh staging
@@ -299,11 +308,8 @@ pub fn unpack_into(store: &Store, image: &Image, dir: &Path) -> Result<(), Unpac
         }
         Err(e) => return Err(dir_err("reading", e)),
     }
-    let layers: Vec<PathBuf> = image
-        .layers
-        .iter()
-        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
-        .collect();
+    // The trees are in place after a pull; this finds which key each is under.
+    let layers = ensure_layers(store, image)?;
     flatten(&layers, dir)
 }
 
@@ -338,13 +344,14 @@ pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> 
 
 /// Every entry of one tar stream, then the directories' metadata. `lower` is `None` while
 /// the lower layers are not known (see `ensure_layers`): the directories the layer implies
-/// are then given back, to be decided with them.
+/// are then given back, to be decided with them. Also says whether the tree depends on the
+/// layers below (see `entry::Applier::finish`).
 fn apply_entries<R: Read>(
     root: &Root,
     lower: Option<&[Root]>,
     stream: R,
     layer: &Digest,
-) -> Result<Vec<InnerPath>, UnpackError> {
+) -> Result<(Vec<InnerPath>, bool), UnpackError> {
     let mut applier = entry::Applier::new(root, lower);
     let mut archive = archive::Archive::new(stream);
     let read_err = |source| UnpackError::Archive {
@@ -365,24 +372,25 @@ fn apply_entries<R: Read>(
         entry,
         source,
     };
-    let implied = applier.finish().map_err(entry_err)?;
+    let (implied, depends) = applier.finish().map_err(entry_err)?;
     match lower {
         Some(lowers) => {
             implied::decide(root, lowers, &implied).map_err(entry_err)?;
-            Ok(Vec::new())
+            Ok((Vec::new(), depends))
         }
-        None => Ok(implied),
+        None => Ok((implied, depends)),
     }
 }
 
 /// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
-/// Returns the directories still to decide (see `apply_entries`).
+/// Returns the directories still to decide and whether the tree depends on its lowers (see
+/// `apply_entries`).
 fn extract(
     store: &Store,
     layer: &Layer,
     lower: Option<&[PathBuf]>,
     dir: &Path,
-) -> Result<Vec<InnerPath>, UnpackError> {
+) -> Result<(Vec<InnerPath>, bool), UnpackError> {
     let blob = store.open_blob(&layer.blob.digest)?;
     let stream =
         decompressor(layer, blob).map_err(|e| io_err(layer, "starting decompression", e))?;
@@ -398,7 +406,7 @@ fn extract(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    let implied = apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
+    let found = apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
     // The diff_id covers the whole stream, including the end-of-archive blocks and padding.
     io::copy(&mut hashed, &mut io::sink())
         .map_err(|e| io_err(layer, "reading the end of the stream", e))?;
@@ -409,7 +417,7 @@ fn extract(
             expected: expected.clone(),
             actual,
         }),
-        _ => Ok(implied),
+        _ => Ok(found),
     }
 }
 

@@ -50,3 +50,73 @@ fn same_layer_whiteouts_and_links_below_implied_directories() {
     let gone = std::fs::symlink_metadata(p.join("a/gone")).unwrap();
     assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
 }
+
+/// Whether a layer's tree depends on its lowers, as `ensure_layers` keys it (own diff_id or
+/// the stack's ChainID): decided from the layer alone, over an empty lower stack.
+#[test]
+fn which_layers_depend_on_their_lowers() {
+    enum E {
+        Dir(&'static str),
+        File(&'static str),
+        Link(&'static str, &'static str),
+    }
+    let layer = |entries: &[E]| {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o755);
+            h.set_mtime(1);
+            let (path, kind) = match e {
+                E::Dir(p) => (*p, tar::EntryType::Directory),
+                E::File(p) => (*p, tar::EntryType::Regular),
+                E::Link(p, target) => {
+                    h.set_link_name(target).unwrap();
+                    (*p, tar::EntryType::Link)
+                }
+            };
+            h.set_entry_type(kind);
+            h.set_size(0);
+            b.append_data(&mut h, path, &[][..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    let depends = |entries: &[E]| {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        apply_entries(&root, Some(&[]), &layer(entries)[..], &Digest::of(b"")).map(|r| r.1)
+    };
+    use E::*;
+    assert!(
+        !depends(&[Dir("a"), File("a/f")]).unwrap(),
+        "carries its parent"
+    );
+    assert!(depends(&[File("a/f")]).unwrap(), "implies a/");
+    assert!(
+        !depends(&[File("a/f"), Dir("a")]).unwrap(),
+        "a/ comes later"
+    );
+    assert!(
+        !depends(&[File("x"), Link("y", "x")]).unwrap(),
+        "links its own"
+    );
+    assert!(
+        depends(&[File(".wh.x")]).is_ok_and(|d| !d),
+        "parent is the root"
+    );
+    assert!(depends(&[Dir("d"), File("d/.wh.x")]).is_ok_and(|d| !d));
+    assert!(depends(&[File("d/.wh.x")]).unwrap(), "d/ is the lowers'");
+    // A link to a path it does not carry needs a lower that has it.
+    let lo = tempfile::tempdir().unwrap();
+    std::fs::write(lo.path().join("x"), b"lower").unwrap();
+    let lower = [Root::open(lo.path()).unwrap()];
+    let t = tempfile::tempdir().unwrap();
+    let root = Root::open(t.path()).unwrap();
+    let (_, d) = apply_entries(
+        &root,
+        Some(&lower),
+        &layer(&[Link("y", "x")])[..],
+        &Digest::of(b""),
+    )
+    .unwrap();
+    assert!(d, "links a lower file");
+}
