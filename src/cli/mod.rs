@@ -3,6 +3,7 @@
 mod images;
 mod progress;
 mod run;
+mod verify;
 
 pub use run::RunArgs;
 
@@ -179,11 +180,15 @@ pub enum Command {
     },
     /// Remove blobs and layers that no reference uses and no running payload holds.
     Gc,
-    /// Re-check every blob in the store against its digest.
+    /// Re-check every blob against its digest and every unpacked tree against its record.
     Verify {
-        /// Drop damaged blobs (a later pull fetches them again).
+        /// Rebuild damaged trees from their blobs (no network); drop damaged blobs and fetch
+        /// damaged layer blobs again.
         #[arg(long)]
         repair: bool,
+        /// Trees' metadata and sizes only: no content is read.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -334,7 +339,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run_image(&cli, args),
         Command::Pin { image, write } => run::pin(&cli, image, write.as_deref()),
         Command::Gc => images::gc(&open_store(&cli)?),
-        Command::Verify { repair } => images::verify(&open_store(&cli)?, *repair),
+        Command::Verify { repair, quick } => {
+            verify::verify(&cli, &open_store(&cli)?, *quick, *repair)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use nix::sys::stat::SFlag;
 use super::archive::{Kind as Type, Member};
 use super::meta::{allowed_xattr, Meta};
 use crate::fs::root::{At, InnerPath, Kind, Root, RootError};
+use crate::store::record::Hashes;
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -73,6 +74,8 @@ pub struct Applier<'r> {
     dirs: Vec<(Option<InnerPath>, Meta)>,
     /// Where in `dirs` each directory's latest metadata is (`None`: the layer root).
     latest: std::collections::HashMap<Option<std::path::PathBuf>, usize>,
+    /// Content hashes of the files written, for the tree's record.
+    hashes: Hashes,
 }
 
 fn meta_of(m: &Member) -> Result<Meta, EntryError> {
@@ -102,11 +105,37 @@ fn meta_of(m: &Member) -> Result<Meta, EntryError> {
     })
 }
 
+/// Hashes what is written through it: a file's content, for the tree's record.
+struct HashWrite<'f> {
+    file: &'f mut File,
+    hasher: sha2::Sha256,
+}
+
+impl io::Write for HashWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Writes a file's contents: plain, or a sparse file's regions with holes between them.
-fn write_contents(m: &Member, data: &mut impl Read, f: &mut File) -> Result<(), EntryError> {
+/// Returns the content's sha256 for a plain file (a sparse one is hashed when recorded).
+fn write_contents(
+    m: &Member,
+    data: &mut impl Read,
+    f: &mut File,
+) -> Result<Option<[u8; 32]>, EntryError> {
     let Some((_, regions)) = &m.sparse else {
-        io::copy(data, f).map_err(io("writing file contents"))?;
-        return Ok(());
+        let mut w = HashWrite {
+            file: f,
+            hasher: sha2::Digest::new(),
+        };
+        io::copy(data, &mut w).map_err(io("writing file contents"))?;
+        return Ok(Some(sha2::Digest::finalize(w.hasher).into()));
     };
     for r in regions {
         f.seek(SeekFrom::Start(r.offset))
@@ -121,7 +150,8 @@ fn write_contents(m: &Member, data: &mut impl Read, f: &mut File) -> Result<(), 
     }
     // The tail after the last region is a hole too.
     f.set_len(m.size)
-        .map_err(io("setting a sparse file's size"))
+        .map_err(io("setting a sparse file's size"))?;
+    Ok(None)
 }
 
 impl<'r> Applier<'r> {
@@ -131,6 +161,7 @@ impl<'r> Applier<'r> {
             lower,
             dirs: Vec::new(),
             latest: std::collections::HashMap::new(),
+            hashes: Hashes::new(),
         }
     }
 
@@ -162,7 +193,12 @@ impl<'r> Applier<'r> {
             }
             Type::File => {
                 let mut f = at.create_file()?;
-                write_contents(m, data, &mut f)?;
+                let hash = write_contents(m, data, &mut f)?;
+                let st = nix::sys::stat::fstat(&f).map_err(errno("reading a written file"))?;
+                match hash {
+                    Some(h) => self.hashes.insert((st.st_dev, st.st_ino), h),
+                    None => self.hashes.remove(&(st.st_dev, st.st_ino)),
+                };
                 meta.apply(&f)
                     .map_err(errno("setting owner, mode, xattrs or times"))?;
             }
@@ -377,7 +413,7 @@ impl<'r> Applier<'r> {
     }
 
     /// Applies directory metadata, deepest first.
-    pub fn finish(mut self) -> Result<(), (String, EntryError)> {
+    pub fn finish(mut self) -> Result<Hashes, (String, EntryError)> {
         self.dirs
             .sort_by_key(|(p, _)| std::cmp::Reverse(p.as_ref().map_or(0, |p| p.display().len())));
         for (path, meta) in &self.dirs {
@@ -394,7 +430,7 @@ impl<'r> Applier<'r> {
             meta.apply(&f)
                 .map_err(|e| (name.clone(), errno("setting directory metadata")(e)))?;
         }
-        Ok(())
+        Ok(self.hashes)
     }
 }
 

@@ -22,6 +22,8 @@ use crate::fs::root::{Root, RootError};
 use crate::manifest::Image;
 use crate::manifest::{Compression, Layer};
 use crate::reference::Digest;
+use crate::store::clean::Shutdown;
+use crate::store::record::{self, Hashes};
 use crate::store::{Store, StoreError, TreeKey};
 pub use entry::EntryError;
 pub use flatten::flatten;
@@ -135,27 +137,80 @@ pub fn ensure_rootfs(
     })
 }
 
+/// Whether an existing, complete tree may be used as it is: always after a clean shutdown;
+/// after an unclean one, once it passed a quick check against its record. A tree that fails
+/// is rebuilt from its blob, never reused.
+fn reusable(store: &Store, key: &TreeKey, shutdown: Shutdown) -> Result<bool, UnpackError> {
+    if shutdown == Shutdown::Clean || store.was_checked(key) {
+        return Ok(true);
+    }
+    let problems = store.check_tree(key, true)?;
+    if problems.is_empty() {
+        store.note_checked(key);
+        return Ok(true);
+    }
+    tracing::warn!(tree = %key, problem = %problems[0], problems = problems.len(), "a tree does not match its record after an unclean shutdown; rebuilding it from its blob");
+    Ok(false)
+}
+
 /// Makes sure every layer of `image` is unpacked; returns their trees, bottom layer first.
 pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, UnpackError> {
     store.clean_stale_staging();
-    let mut todo: Vec<&Layer> = Vec::new();
+    let shutdown = store.shutdown()?;
+    // Layers to build, and whether each replaces a damaged tree in place.
+    let mut todo: Vec<(&Layer, bool)> = Vec::new();
     for l in &image.layers {
         let key = TreeKey::of_layer(l);
-        if !store.has_tree(&store.tree_path(&key))
-            && !todo.iter().any(|t| TreeKey::of_layer(t) == key)
-        {
-            todo.push(l);
+        if todo.iter().any(|(t, _)| TreeKey::of_layer(t) == key) {
+            continue;
+        }
+        if !store.has_complete_tree(&key) {
+            todo.push((l, false));
+        } else if !reusable(store, &key, shutdown)? {
+            todo.push((l, true));
         }
     }
+    build_layers(store, image, &todo)?;
+    Ok(image
+        .layers
+        .iter()
+        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
+        .collect())
+}
+
+/// Rebuilds the given layers of `image` from their blobs (which must be in the store), each
+/// replacing its tree in one rename: what `verify --repair` does with a damaged tree.
+pub fn rebuild_layers(store: &Store, image: &Image, keys: &[TreeKey]) -> Result<(), UnpackError> {
+    let mut todo: Vec<(&Layer, bool)> = Vec::new();
+    for l in &image.layers {
+        let key = TreeKey::of_layer(l);
+        if keys.contains(&key) && !todo.iter().any(|(t, _)| TreeKey::of_layer(t) == key) {
+            todo.push((l, true));
+        }
+    }
+    build_layers(store, image, &todo)
+}
+
+/// Rebuilds the flat rootfs of `image` from its layer trees, replacing the one in place.
+pub fn rebuild_flat(store: &Store, image: &Image) -> Result<(), UnpackError> {
+    let layers: Vec<PathBuf> = image
+        .layers
+        .iter()
+        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
+        .collect();
+    build_flat(store, image, &layers, true).map(drop)
+}
+
+fn build_layers(store: &Store, image: &Image, todo: &[(&Layer, bool)]) -> Result<(), UnpackError> {
     // Layers are independent until mounted, except for a hardlink into a lower layer, or a
     // whiteout or an entry below a directory the layer lacks (which takes the lower one's
     // metadata): such a layer is unpacked again after the others, with them to look at. The
     // bottom layer has nothing below it, which is known at once.
     let deferred = std::sync::Mutex::new(Vec::new());
     let bottom = image.layers.first().map(TreeKey::of_layer);
-    crate::parallel::for_each(&todo, crate::parallel::cores(), |l| {
+    crate::parallel::for_each(todo, crate::parallel::cores(), |(l, replace)| {
         let lower: Option<&[PathBuf]> = (bottom == Some(TreeKey::of_layer(l))).then_some(&[]);
-        match unpack_layer(store, l, lower) {
+        match unpack_layer(store, l, lower, *replace) {
             Err(UnpackError::Entry {
                 source:
                     EntryError::LowerLink(_) | EntryError::LowerWhiteout(_) | EntryError::LowerParent(_),
@@ -164,7 +219,7 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
                 deferred
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(TreeKey::of_layer(l));
+                    .push((TreeKey::of_layer(l), *replace));
                 Ok(())
             }
             other => other,
@@ -177,35 +232,73 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
         .map(|l| store.tree_path(&TreeKey::of_layer(l)))
         .collect();
     for (i, l) in image.layers.iter().enumerate() {
-        if deferred.contains(&TreeKey::of_layer(l)) {
+        if let Some((_, replace)) = deferred.iter().find(|(k, _)| *k == TreeKey::of_layer(l)) {
             let lower: Vec<PathBuf> = trees[..i].iter().rev().cloned().collect();
-            unpack_layer(store, l, Some(&lower))?;
+            unpack_layer(store, l, Some(&lower), *replace)?;
         }
     }
-    Ok(trees)
+    Ok(())
 }
 
 /// Builds the tree `key` names once, whoever asks: under its lock, in a fresh staging
-/// directory that `build` fills, renamed into place only when `build` succeeded; a failed
-/// build leaves nothing behind. A no-op when another process built it first.
+/// directory that `build` fills, synced, its record written durably, and only then renamed
+/// into place (with `replace`, swapped with the tree there in one rename); a failed build
+/// leaves nothing behind. Without `replace`, a no-op when another process built it first.
+/// `build` returns the content hashes it saw written, so the record reads no file again.
 fn build_tree(
     store: &Store,
     key: &TreeKey,
     staging_name: &str,
-    build: impl FnOnce(&Path) -> Result<(), UnpackError>,
+    replace: bool,
+    build: impl FnOnce(&Path) -> Result<Hashes, UnpackError>,
 ) -> Result<PathBuf, UnpackError> {
     let dest = store.tree_path(key);
     let _lock = store.lock_tree(key)?;
-    if store.has_tree(&dest) {
+    if !replace && store.has_complete_tree(key) {
         return Ok(dest);
     }
+    let _op = store.begin_write()?;
+    if !replace {
+        store.clear_incomplete(key)?;
+    }
+    store.forget_checked(key);
     let staging = store.staging_dir(staging_name)?;
-    let result = build(&staging).and_then(|()| {
-        store
-            .commit_staged(&staging, &dest)
-            .map_err(UnpackError::from)
-    });
-    if result.is_err() {
+    let result = (|| {
+        // Opened before anything is written, so its syncfs reports every writeback error
+        // since (an fd opened later would miss those another syncfs already saw).
+        let f = File::open(&staging).map_err(|e| UnpackError::Dir {
+            op: "opening",
+            path: staging.clone(),
+            source: e,
+        })?;
+        let hashes = build(&staging)?;
+        let record = record::walk(&staging, record::Depth::Content(&hashes)).map_err(|e| {
+            UnpackError::Dir {
+                op: "recording",
+                path: staging.clone(),
+                source: e,
+            }
+        })?;
+        // One syncfs per tree: cheaper than fsync per file, and neither the record nor the
+        // rename that makes the tree visible may reach the disk before the tree does. An
+        // error is final: the tree is dropped and built afresh next time, never re-synced.
+        // SAFETY: plain syscall on a valid fd.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+            return Err(UnpackError::Dir {
+                op: "syncing",
+                path: staging.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        store.put_record(key, &record)?;
+        if replace {
+            store.replace_tree(&staging, key)?;
+        } else {
+            store.commit_staged(&staging, &dest)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() && staging.exists() {
         if let Err(e) = crate::fs::root::remove_dir_all(&staging) {
             tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed tree; the next run will");
         }
@@ -218,28 +311,15 @@ fn unpack_layer(
     store: &Store,
     layer: &Layer,
     lower: Option<&[PathBuf]>,
+    replace: bool,
 ) -> Result<(), UnpackError> {
     let key = TreeKey::of_layer(layer);
     build_tree(
         store,
         &key,
         &format!("layer-{}", key.lock_name()),
-        |staging| {
-            extract(store, layer, lower, staging)?;
-            // One syncfs per layer: cheaper than fsync per file, and the rename that makes the
-            // tree visible must not reach the disk before the tree does.
-            let f =
-                File::open(staging).map_err(|e| io_err(layer, "opening the staged layer", e))?;
-            // SAFETY: plain syscall on a valid fd.
-            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-                return Err(io_err(
-                    layer,
-                    "syncing the staged layer",
-                    io::Error::last_os_error(),
-                ));
-            }
-            Ok(())
-        },
+        replace,
+        |staging| extract(store, layer, lower, staging),
     )
     .map(drop)
 }
@@ -280,7 +360,18 @@ pub fn ensure_flat(
     layers: &[PathBuf],
 ) -> Result<PathBuf, UnpackError> {
     let key = TreeKey::Flat(image.manifest.clone());
-    build_tree(store, &key, &key.lock_name(), |staging| {
+    let replace = store.has_complete_tree(&key) && !reusable(store, &key, store.shutdown()?)?;
+    build_flat(store, image, layers, replace)
+}
+
+fn build_flat(
+    store: &Store,
+    image: &Image,
+    layers: &[PathBuf],
+    replace: bool,
+) -> Result<PathBuf, UnpackError> {
+    let key = TreeKey::Flat(image.manifest.clone());
+    build_tree(store, &key, &key.lock_name(), replace, |staging| {
         flatten(layers, staging)?;
         let root = Root::open(staging)?;
         for m in MOUNTPOINTS {
@@ -289,7 +380,8 @@ pub fn ensure_flat(
                 root.mountpoint(&p, crate::fs::root::NodeKind::Dir)?;
             }
         }
-        Ok(())
+        // A flattened tree is copied, not streamed: its record hashes what it holds.
+        Ok(Hashes::new())
     })
 }
 
@@ -342,7 +434,7 @@ pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> 
         what,
         source,
     };
-    apply_entries(&root, Some(&[]), &mut hashed, &layer).and_then(|()| {
+    apply_entries(&root, Some(&[]), &mut hashed, &layer).and_then(|_| {
         io::copy(&mut hashed, &mut io::sink())
             .map_err(|e| io("reading the end of the stream", e))?;
         Ok(Digest::from_sha256_bytes(&hashed.hasher.finalize().into()))
@@ -356,7 +448,7 @@ fn apply_entries<R: Read>(
     lower: Option<&[Root]>,
     stream: R,
     layer: &Digest,
-) -> Result<(), UnpackError> {
+) -> Result<Hashes, UnpackError> {
     let mut applier = entry::Applier::new(root, lower);
     let mut archive = archive::Archive::new(stream);
     let read_err = |source| UnpackError::Archive {
@@ -378,8 +470,7 @@ fn apply_entries<R: Read>(
             layer: layer.clone(),
             entry,
             source,
-        })?;
-    Ok(())
+        })
 }
 
 /// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
@@ -388,7 +479,7 @@ fn extract(
     layer: &Layer,
     lower: Option<&[PathBuf]>,
     dir: &Path,
-) -> Result<(), UnpackError> {
+) -> Result<Hashes, UnpackError> {
     let blob = store.open_blob(&layer.blob.digest)?;
     let stream =
         decompressor(layer, blob).map_err(|e| io_err(layer, "starting decompression", e))?;
@@ -404,7 +495,7 @@ fn extract(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
+    let hashes = apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
     // The diff_id covers the whole stream, including the end-of-archive blocks and padding.
     io::copy(&mut hashed, &mut io::sink())
         .map_err(|e| io_err(layer, "reading the end of the stream", e))?;
@@ -415,7 +506,7 @@ fn extract(
             expected: expected.clone(),
             actual,
         }),
-        _ => Ok(()),
+        _ => Ok(hashes),
     }
 }
 
