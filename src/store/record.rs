@@ -633,6 +633,12 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seed_is_a_record() {
+        let seed = include_bytes!("../../fuzz/seeds/record/sample");
+        assert_eq!(Record::parse(seed).unwrap().to_bytes(), seed);
+    }
+
+    #[test]
     fn compare_names_each_kind_of_damage() {
         let r = sample();
         let same = compare(&r, &r, false, 10);
