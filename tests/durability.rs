@@ -274,9 +274,14 @@ fn a_repair_killed_at_random_points_leaves_the_old_tree_or_the_new_one() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x21);
     eprintln!("seed {seed}");
+    // How long an uncut repair takes, so the kills land before, during and after the swap.
+    std::fs::write(tree.join("many/f7"), b"").unwrap();
+    let t = std::time::Instant::now();
+    ok(env.skiff(&["verify", "--repair", "--quick"]));
+    let span = t.elapsed().as_millis() as u64 + 1;
     let mut x = seed;
     let (mut old, mut new) = (0, 0);
-    for round in 0..8 {
+    for round in 0..10 {
         std::fs::write(tree.join("many/f7"), b"").unwrap_or_default();
         let mut child = env
             .skiff_cmd(&["verify", "--repair", "--quick"])
@@ -287,7 +292,7 @@ fn a_repair_killed_at_random_points_leaves_the_old_tree_or_the_new_one() {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(20 + (x >> 33) % 600));
+        std::thread::sleep(Duration::from_millis((x >> 33) % (span + span / 4)));
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGKILL,
