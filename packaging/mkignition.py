@@ -5,11 +5,26 @@ Writes, from the units/ directory and the built binary:
   container-linux.ign  Ignition spec 2.3.0 (CoreOS Container Linux)
   flatcar.bu           Butane (variant flatcar, 1.0.0), for operators who edit configs
   flatcar.ign          the Ignition 3.3.0 JSON that Butane would produce from it
+  flatcar-ARCH.bu      per --sysext image (ARCH: x86-64, arm64): Butane that installs skiff as
+  flatcar-ARCH.ign     a systemd-sysext image, and its Ignition 3.3.0 JSON
 
-Each installs /opt/bin/skiff (downloaded from --url, checked against the binary's sha512),
-the units (fleet.socket, fleet.service and etcd-member.service enabled; kubelet.service
-installed for operators to enable), the fleet user and group, a tmpfiles entry for /run/fleet,
-and the polkit rule that lets the fleet user manage units over D-Bus.
+The first three (with --binary and --url) install /opt/bin/skiff (downloaded from --url,
+checked against the binary's sha512), the links /opt/bin/etcd-wrapper and
+/opt/bin/kubelet-wrapper to it (skiff started by either name runs that profile, as the CoreOS
+wrapper scripts did), the units (fleet.socket, fleet.service and
+etcd-member.service enabled; kubelet.service and
+skiff-update.timer/.service installed for operators to enable), the fleet user
+and group, a tmpfiles entry for /run/fleet, and the polkit rule that lets the fleet user manage
+units over D-Bus.
+
+The flatcar-ARCH configs install the image the way Flatcar's sysext bakery does: downloaded
+from --release-url to /opt/extensions/skiff/ (checked against its sha512), linked as
+/etc/extensions/skiff.raw, the systemd-sysupdate transfer in /etc/sysupdate.skiff.d/ with the
+timer enabled and a drop-in that updates skiff and refreshes the extensions; the units come from
+the image and are enabled with links (they exist only once the image is merged, so Ignition's
+presets cannot enable them): etcd-member.service, fleet.service, fleet.socket
+(skiff-kubelet.service stays for operators to enable). The fleet user, tmpfiles and polkit
+files are the same.
 
 With --policy, --key and --registries-d, they also install the signature policy skiff (and
 podman, skopeo) enforce: /etc/containers/policy.json, the public keys it names under
@@ -22,11 +37,20 @@ import base64
 import hashlib
 import json
 import os
+import re
+import sys
 import urllib.parse
 
-ENABLED = {"fleet.socket": True, "fleet.service": True, "etcd-member.service": True, "kubelet.service": False}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mksysext  # noqa: E402
+
+ENABLED = {"fleet.socket": True, "fleet.service": True, "etcd-member.service": True, "kubelet.service": False,
+           "skiff-update.service": False, "skiff-update.timer": False}
 
 TMPFILES = "d /run/fleet 0755 fleet fleet -\nd /run/fleet/units 0755 fleet fleet -\n"
+
+# skiff started as one of these names is `skiff run --profile NAME -- "$@"`.
+WRAPPER_LINKS = ["/opt/bin/etcd-wrapper", "/opt/bin/kubelet-wrapper"]
 
 POLKIT = """// Let fleetd (running as the fleet user) manage systemd units over D-Bus.
 polkit.addRule(function(action, subject) {
@@ -84,7 +108,8 @@ def ignition2(url, digest, units, extra=()):
              "contents": {"source": url, "verification": {"hash": "sha512-" + digest}}},
             text_file("/etc/tmpfiles.d/fleet.conf", 0o644, TMPFILES),
             text_file("/etc/polkit-1/rules.d/60-fleet.rules", 0o644, POLKIT),
-        ] + [text_file(p, 0o644, data) for p, data in extra]},
+        ] + [text_file(p, 0o644, data) for p, data in extra],
+            "links": [{"filesystem": "root", "path": p, "target": "/opt/bin/skiff"} for p in WRAPPER_LINKS]},
         "systemd": {"units": [{"name": n, "enabled": ENABLED[n], "contents": c} for n, c in units]},
     }
 
@@ -104,7 +129,8 @@ def ignition3(url, digest, units, extra=()):
              "contents": {"source": url, "verification": {"hash": "sha512-" + digest}}},
             text_file("/etc/tmpfiles.d/fleet.conf", 0o644, TMPFILES),
             text_file("/etc/polkit-1/rules.d/60-fleet.rules", 0o644, POLKIT),
-        ] + [text_file(p, 0o644, data) for p, data in extra]},
+        ] + [text_file(p, 0o644, data) for p, data in extra],
+            "links": [{"path": p, "target": "/opt/bin/skiff", "overwrite": True} for p in WRAPPER_LINKS]},
         "systemd": {"units": [{"name": n, "enabled": ENABLED[n], "contents": c} for n, c in units]},
     }
 
@@ -127,6 +153,9 @@ def butane(url, digest, units, extra=()):
     for path, data in extra:
         out += [f"    - path: {path}", "      mode: 0644", "      overwrite: true", "      contents:",
                 f"        source: {data_url(data)}"]
+    out += ["  links:"]
+    for path in WRAPPER_LINKS:
+        out += [f"    - path: {path}", "      target: /opt/bin/skiff", "      overwrite: true"]
     out += ["systemd:", "  units:"]
     for name, contents in units:
         out += [f"    - name: {name}", f"      enabled: {'true' if ENABLED[name] else 'false'}",
@@ -134,28 +163,156 @@ def butane(url, digest, units, extra=()):
     return "\n".join(out) + "\n"
 
 
+# The bakery's workaround: systemd-sysupdate with no transfer in /etc/sysupdate.d complains.
+NOOP = "[Source]\nType=regular-file\nPath=/\nMatchPattern=invalid@v.raw\n[Target]\nType=regular-file\nPath=/\n"
+
+# Units enabled from the image: the link Ignition writes (target.wants/NAME -> the image's file).
+SYSEXT_ENABLED = [("multi-user.target", "etcd-member.service"), ("multi-user.target", "fleet.service"),
+                  ("sockets.target", "fleet.socket")]
+
+SYSUPDATE_DROPINS = [
+    ("skiff.conf", "[Service]\nExecStartPre=/usr/lib/systemd/systemd-sysupdate -C skiff update\n"),
+    ("sysext.conf", "[Service]\nExecStartPost=systemctl restart systemd-sysext\n"),
+]
+
+
+def sysext_image(path):
+    """(file name, version, arch, sha512 hex) of a skiff-VERSION-ARCH.raw image."""
+    name = os.path.basename(path)
+    m = re.fullmatch(r"skiff-(.+)-(x86-64|arm64)\.raw", name)
+    if not m:
+        raise SystemExit(f"error: {path}: expected a skiff-VERSION-ARCH.raw name (ARCH x86-64 or arm64)")
+    with open(path, "rb") as f:
+        digest = hashlib.sha512(f.read()).hexdigest()
+    return name, m.group(1), m.group(2), digest
+
+
+def sysext_parts(release_url, image, extra):
+    """What a Flatcar host needs for the image: (files, links, units), Butane-neutral."""
+    name, _, _, digest = sysext_image(image)
+    placed = "/opt/extensions/skiff/" + name
+    files = [
+        {"path": placed, "mode": 0o644, "source": release_url.rstrip("/") + "/" + name,
+         "hash": "sha512-" + digest},
+        {"path": "/etc/sysupdate.skiff.d/skiff.conf", "mode": 0o644, "text": mksysext.transfer(release_url)},
+        {"path": "/etc/sysupdate.d/noop.conf", "mode": 0o644, "text": NOOP},
+        {"path": "/etc/tmpfiles.d/fleet.conf", "mode": 0o644, "text": TMPFILES},
+        {"path": "/etc/polkit-1/rules.d/60-fleet.rules", "mode": 0o644, "text": POLKIT},
+    ] + [{"path": p, "mode": 0o644, "data": d} for p, d in extra]
+    links = [{"path": "/etc/extensions/skiff.raw", "target": placed}] + [
+        {"path": f"/etc/systemd/system/{t}.wants/{u}", "target": "/usr/lib/systemd/system/" + u}
+        for t, u in SYSEXT_ENABLED]
+    units = [{"name": "systemd-sysupdate.timer", "enabled": True},
+             {"name": "systemd-sysupdate.service", "dropins": SYSUPDATE_DROPINS}]
+    return files, links, units
+
+
+PASSWD3 = {
+    "users": [{"name": "fleet", "system": True, "noCreateHome": True,
+               "primaryGroup": "fleet", "shell": "/sbin/nologin"}],
+    "groups": [{"name": "fleet", "system": True}],
+}
+
+
+def sysext_ignition3(release_url, image, extra=()):
+    files, links, units = sysext_parts(release_url, image, extra)
+
+    def file3(f):
+        if "source" in f:
+            contents = {"source": f["source"], "verification": {"hash": f["hash"]}}
+        else:
+            contents = {"source": data_url(f.get("text", f.get("data")))}
+        return {"path": f["path"], "mode": f["mode"], "overwrite": True, "contents": contents}
+
+    def unit3(u):
+        out = {"name": u["name"]}
+        if "enabled" in u:
+            out["enabled"] = u["enabled"]
+        if "dropins" in u:
+            out["dropins"] = [{"name": n, "contents": c} for n, c in u["dropins"]]
+        return out
+
+    return {
+        "ignition": {"version": "3.3.0"},
+        "passwd": PASSWD3,
+        "storage": {
+            "files": [file3(f) for f in files],
+            "links": [{"path": ln["path"], "target": ln["target"], "hard": False, "overwrite": True}
+                      for ln in links],
+        },
+        "systemd": {"units": [unit3(u) for u in units]},
+    }
+
+
+def sysext_butane(release_url, image, extra=()):
+    files, links, units = sysext_parts(release_url, image, extra)
+    out = ["variant: flatcar", "version: 1.0.0", "passwd:", "  users:", "    - name: fleet",
+           "      system: true", "      no_create_home: true", "      primary_group: fleet",
+           "      shell: /sbin/nologin", "  groups:", "    - name: fleet", "      system: true",
+           "storage:", "  files:"]
+    for f in files:
+        out += [f"    - path: {f['path']}", f"      mode: {f['mode']:04o}", "      overwrite: true",
+                "      contents:"]
+        if "source" in f:
+            out += [f"        source: {f['source']}", "        verification:",
+                    f"          hash: {f['hash']}"]
+        elif "text" in f:
+            out += ["        inline: |", indent(f["text"], 10).rstrip("\n")]
+        else:
+            out += [f"        source: {data_url(f['data'])}"]
+    out += ["  links:"]
+    for ln in links:
+        out += [f"    - path: {ln['path']}", f"      target: {ln['target']}", "      hard: false",
+                "      overwrite: true"]
+    out += ["systemd:", "  units:"]
+    for u in units:
+        out += [f"    - name: {u['name']}"]
+        if "enabled" in u:
+            out += [f"      enabled: {'true' if u['enabled'] else 'false'}"]
+        if "dropins" in u:
+            out += ["      dropins:"]
+            for n, c in u["dropins"]:
+                out += [f"        - name: {n}", "          contents: |", indent(c, 12).rstrip("\n")]
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", required=True, help="the static skiff binary (for its sha512)")
-    ap.add_argument("--url", required=True, help="where hosts download /opt/bin/skiff from")
+    ap.add_argument("--binary", help="the static x86_64 skiff binary (for its sha512): writes container-linux.ign, flatcar.bu, flatcar.ign")
+    ap.add_argument("--url", help="where hosts download /opt/bin/skiff from (with --binary)")
+    ap.add_argument("--sysext", action="append", default=[],
+                    help="a skiff-VERSION-ARCH.raw image: writes flatcar-ARCH.bu and flatcar-ARCH.ign (repeatable)")
+    ap.add_argument("--release-url", help="the directory (URL) holding the images and SHA256SUMS (with --sysext)")
     ap.add_argument("--units", default="units")
     ap.add_argument("--out", default="packaging/out")
     ap.add_argument("--policy", help="a containers-policy.json to install as /etc/containers/policy.json")
     ap.add_argument("--key", action="append", default=[], help="a public key to install in /etc/pki/containers/ (repeatable)")
     ap.add_argument("--registries-d", action="append", default=[], help="a registries.d YAML file to install (repeatable)")
     a = ap.parse_args()
+    if not a.binary and not a.sysext:
+        ap.error("nothing to write: give --binary (and --url) or --sysext (and --release-url)")
+    if bool(a.binary) != bool(a.url):
+        ap.error("--binary and --url go together")
+    if a.sysext and not a.release_url:
+        ap.error("--sysext needs --release-url")
     extra = trust_files(a.policy, a.key, a.registries_d)
-    with open(a.binary, "rb") as f:
-        digest = hashlib.sha512(f.read()).hexdigest()
-    units = load_units(a.units)
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "container-linux.ign"), "w", encoding="utf-8") as f:
-        json.dump(ignition2(a.url, digest, units, extra), f, indent=2)
-    with open(os.path.join(a.out, "flatcar.ign"), "w", encoding="utf-8") as f:
-        json.dump(ignition3(a.url, digest, units, extra), f, indent=2)
-    with open(os.path.join(a.out, "flatcar.bu"), "w", encoding="utf-8") as f:
-        f.write(butane(a.url, digest, units, extra))
-
+    if a.binary:
+        with open(a.binary, "rb") as f:
+            digest = hashlib.sha512(f.read()).hexdigest()
+        units = load_units(a.units)
+        with open(os.path.join(a.out, "container-linux.ign"), "w", encoding="utf-8") as f:
+            json.dump(ignition2(a.url, digest, units, extra), f, indent=2)
+        with open(os.path.join(a.out, "flatcar.ign"), "w", encoding="utf-8") as f:
+            json.dump(ignition3(a.url, digest, units, extra), f, indent=2)
+        with open(os.path.join(a.out, "flatcar.bu"), "w", encoding="utf-8") as f:
+            f.write(butane(a.url, digest, units, extra))
+    for image in a.sysext:
+        arch = sysext_image(image)[2]
+        with open(os.path.join(a.out, f"flatcar-{arch}.ign"), "w", encoding="utf-8") as f:
+            json.dump(sysext_ignition3(a.release_url, image, extra), f, indent=2)
+        with open(os.path.join(a.out, f"flatcar-{arch}.bu"), "w", encoding="utf-8") as f:
+            f.write(sysext_butane(a.release_url, image, extra))
 
 if __name__ == "__main__":
     main()

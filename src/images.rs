@@ -7,7 +7,7 @@ use crate::manifest::{Image, Platform};
 use crate::pull;
 use crate::reference::Reference;
 use crate::registry::Client;
-use crate::store::{Keep, Store, StoreError, Swept, TreeKey};
+use crate::store::{IndexEntry, Keep, Store, StoreError, Swept, TreeKey};
 use crate::unpack::{ensure_rootfs, Storage, UnpackError, Unpacked};
 
 #[derive(Debug, Error)]
@@ -79,7 +79,15 @@ pub fn obtain(
 pub fn uses(img: &Image) -> Keep {
     let mut k = Keep::default();
     k.blobs.extend(img.blobs());
+    // Each layer's tree is under its own key or, where it depends on its lowers, its stack's
+    // (see `unpack::staged`); both stay. An unmarked tree an older skiff made under the
+    // layer's own key stays too while the image is listed, and goes with it.
     k.trees.extend(img.layers.iter().map(TreeKey::of_layer));
+    k.trees.extend(
+        crate::store::chain_ids(&img.layers)
+            .into_iter()
+            .map(TreeKey::Chain),
+    );
     k.trees.insert(TreeKey::Flat(img.manifest.clone()));
     k
 }
@@ -87,7 +95,19 @@ pub fn uses(img: &Image) -> Keep {
 /// What the images in the index need, read in one pass over it.
 pub fn needed(store: &Store) -> Result<Keep, ImagesError> {
     let mut keep = Keep::default();
-    for (name, e) in store.index().list()? {
+    // Held images (a unit's current and previous, see `update`) count as listed.
+    let held = store.held()?.into_iter().map(|(d, p)| {
+        let entry = IndexEntry {
+            manifest: d.clone(),
+            digest: d,
+            platform: p,
+            size: 0,
+            resolved: 0,
+            source: None,
+        };
+        ("a held image".to_string(), entry)
+    });
+    for (name, e) in store.index().list()?.into_iter().chain(held) {
         let platform = e.platform.parse().unwrap_or_else(|_| Platform::host());
         match pull::load_digest(store, &name, &e.digest, &platform) {
             Ok(img) => {

@@ -3,6 +3,7 @@
 //! Data flows one way: reference → manifest → blobs (store) → layers → rootfs → exec.
 
 pub mod cli;
+pub mod fleet;
 pub mod fs;
 pub mod images;
 pub mod logging;
@@ -14,5 +15,8 @@ pub mod reference;
 pub mod registry;
 pub mod run;
 pub mod store;
+pub mod transport;
 pub mod trust;
 pub mod unpack;
+pub mod update;
+pub mod wrapper;

@@ -249,12 +249,13 @@ impl Profile {
                 })
             })
             .collect::<Result<Vec<VolumeSpec>, _>>()?;
-        // PREFIX_* pass through (but not the variables that only choose the image); the
+        // PREFIX_* pass through (but not the wrapper's own: the image and its rkt arguments); the
         // profile's own settings come after, so they win (ETCD_DATA_DIR is the path inside).
         let own = [
             format!("{p}_IMAGE"),
             format!("{p}_IMAGE_URL"),
             format!("{p}_IMAGE_TAG"),
+            format!("{p}_IMAGE_ARGS"),
         ];
         let mut env_items: Vec<String> = vars
             .iter()

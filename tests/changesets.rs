@@ -385,23 +385,34 @@ fn implicit_parents_keep_the_lower_directory_umoci_repack() {
     c.same_as(&gnu, "GNU tar");
 }
 
-/// Lower: `x`, `d/lower`. Upper: `x`, then `.wh.x`; `d/`, `d/upper`, then `.wh.d`.
+/// Lower: `x`, `d/lower`, `e/lower`. Upper: `x`, then `.wh.x`; `d/`, `d/upper`, then `.wh.d`;
+/// `.wh.e`, then `e/`, `e/upper`.
 fn same_layer_whiteout_layers(w: Writer, work: &Path) -> Vec<PathBuf> {
     let lo = work.join("lo");
     write(&lo.join("x"), "lower x");
     write(&lo.join("d/lower"), "lower d");
+    write(&lo.join("e/lower"), "lower e");
     let up = work.join("up");
     write(&up.join("x"), "upper x");
     write(&up.join(".wh.x"), "");
     write(&up.join("d/upper"), "upper d");
     write(&up.join(".wh.d"), "");
+    write(&up.join(".wh.e"), "");
+    write(&up.join("e/upper"), "upper e");
     vec![
-        layer(w, &lo, &work.join("lower.tar"), &["x", "d", "d/lower"]),
+        layer(
+            w,
+            &lo,
+            &work.join("lower.tar"),
+            &["x", "d", "d/lower", "e", "e/lower"],
+        ),
         layer(
             w,
             &up,
             &work.join("upper.tar"),
-            &["x", ".wh.x", "d", "d/upper", ".wh.d"],
+            &[
+                "x", ".wh.x", "d", "d/upper", ".wh.d", ".wh.e", "e", "e/upper",
+            ],
         ),
     ]
 }
@@ -418,6 +429,8 @@ fn same_layer_whiteout(w: Writer) {
     );
     assert_eq!(fs::read_to_string(ours.join("d/upper")).unwrap(), "upper d");
     assert!(!ours.join("d/lower").exists(), "the lower d is whited out");
+    assert!(!ours.join("e/lower").exists(), "the lower e is whited out");
+    assert_eq!(fs::read_to_string(ours.join("e/upper")).unwrap(), "upper e");
     let gnu = c.env.path().join("gnu");
     gnu_apply(&layers, &gnu);
     c.same_as(&gnu, "GNU tar");
@@ -635,23 +648,234 @@ fn the_running_payload_sees_the_layers_applied_in_order() {
         &r,
         "--",
         "-c",
-        "stat -c '%n %a %u:%g %Y' /a /usr/local /a/new; cat /x; echo; ls /d; \
+        "stat -c '%n %a %u:%g %Y' /a /usr/local /a/new; cat /x; echo; ls /d; ls /e; \
          stat -c '%n %i %h' /t/file /t/link /deep/link2",
     ]));
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 8, "{out}");
+    assert_eq!(lines.len(), 9, "{out}");
     assert_eq!(lines[0], format!("/a 700 5:6 {T_LOWER}"), "{out}");
     assert_eq!(lines[1], format!("/usr/local 2775 0:50 {T_LOWER}"), "{out}");
     assert!(lines[2].starts_with("/a/new 755 0:0 "), "{out}");
-    assert_eq!(lines[3..5], ["upper x", "upper"], "{out}");
+    assert_eq!(lines[3..6], ["upper x", "upper", "upper"], "{out}");
     // A hard link into a lower layer: the layer trees share the file, and overlayfs shows
     // the lower layers' one inode under every name (until a write copies one name up).
     let ino = |l: &str| l.split(' ').nth(1).unwrap().to_string();
-    let links: Vec<&str> = lines[5..8].to_vec();
+    let links: Vec<&str> = lines[6..9].to_vec();
     assert!(
         links
             .iter()
             .all(|l| ino(l) == ino(links[0]) && l.ends_with(" 3")),
         "{out}"
     );
+}
+
+fn staging_left(env: &Env) -> Vec<String> {
+    fs::read_dir(env.root.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock") && n != "run")
+        .collect()
+}
+
+/// A layer staged and waiting for its lowers when another layer of the image fails: its
+/// staging is removed, no tree of it is left, and the next pull of a good image with the same
+/// layers works.
+#[test]
+fn a_waiting_layer_is_removed_when_another_fails_and_the_next_pull_works() {
+    let env = Env::new();
+    let reg = env.registry();
+    let lower = tar(&[Entry::Dir("a", 0o700), file("a/old", b"old", 0o644)]);
+    let upper = tar(&[file("a/f", b"implies a", 0o644)]);
+    let last = tar(&[file("z", b"z", 0o644)]);
+    let layers = vec![lower, upper.clone(), last];
+    let mut ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    ids[2] = sha(b"not this layer");
+    let bad = build(
+        &layers,
+        &Spec {
+            diff_ids: Some(ids),
+            ..Spec::default()
+        },
+    );
+    push(&reg.url(), "wait/img", "bad", &bad);
+    let err = fails(env.skiff(&["pull", &format!("{}/wait/img:bad", reg.host())]));
+    assert!(err.contains("diff_id"), "{err}");
+    assert!(staging_left(&env).is_empty(), "{:?}", staging_left(&env));
+    assert!(!env.root.join("layers").join(&sha(&upper)[7..]).exists());
+    push(
+        &reg.url(),
+        "wait/img",
+        "good",
+        &build(&layers, &Spec::default()),
+    );
+    let r = format!("{}/wait/img:good", reg.host());
+    ok(env.skiff(&["pull", &r]));
+    let ours = env.path().join("ours");
+    ok(env.skiff(&["unpack", &r, ours.to_str().unwrap()]));
+    assert_eq!(tree::describe(&ours)["a"].mode, 0o700);
+    assert_eq!(fs::read_to_string(ours.join("a/f")).unwrap(), "implies a");
+}
+
+/// The names in `layers/` (or another directory of the store).
+fn names_in(env: &Env, dir: &str) -> BTreeSet<String> {
+    fs::read_dir(env.root.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn layer_trees(env: &Env) -> BTreeSet<String> {
+    names_in(env, "layers")
+}
+
+/// Two bases where `a/` is 0700 5:6 and 0750 7:8, and one app layer of GNU tar's with only
+/// `a/f` (as `umoci raw add-layer` or `crane append` put onto each): the layers of the two
+/// images, bottom first (busybox, so a payload runs, then the base, then the app layer).
+fn two_bases_layers(work: &Path) -> [Vec<PathBuf>; 2] {
+    let bb = work.join("busybox.tar");
+    fs::write(&bb, busybox_layer(&[])).unwrap();
+    let base = |name: &str, mode, uid, gid| {
+        let src = work.join(name);
+        dir(&src.join("a"), mode, uid, gid);
+        write(&src.join("a/old"), name);
+        set_times(&src.join("a"), T_LOWER);
+        layer(
+            Writer::Gnu,
+            &src,
+            &work.join(format!("{name}.tar")),
+            &["a", "a/old"],
+        )
+    };
+    let (one, two) = (base("one", 0o700, 5, 6), base("two", 0o750, 7, 8));
+    let up = work.join("app");
+    write(&up.join("a/f"), "app");
+    let app = layer(Writer::Gnu, &up, &work.join("app.tar"), &["a/f"]);
+    [vec![bb.clone(), one, app.clone()], vec![bb, two, app]]
+}
+
+/// One app layer over two different bases, both images pulled into one store (in both
+/// orders): each gets the app layer's tree over its own base, as umoci's unpack and GNU tar
+/// have it, in the flat tree and in the overlay a payload runs on; the app layer is unpacked
+/// once per lower stack (`layers/chain-<ChainID>`), the self-contained bases once each under
+/// their diff_ids.
+#[test]
+fn one_layer_over_two_bases_in_one_store_takes_each_bases_directory() {
+    let work_env = Env::new();
+    let stacks = two_bases_layers(work_env.path());
+    let want = [(0o700, 5, 6), (0o750, 7, 8)];
+    let mut refs_of = Vec::new();
+    let mut layouts = Vec::new();
+    let reg = work_env.registry();
+    for (i, layers) in stacks.iter().enumerate() {
+        let w = work_env.path().join(format!("img{i}"));
+        fs::create_dir(&w).unwrap();
+        let layout = umoci_image(&w, layers);
+        let r = format!("{}/changesets/bases{i}:v1", reg.host());
+        run_ok(Command::new("skopeo").args([
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{layout}"),
+            &format!("docker://{r}"),
+        ]));
+        let bundle = w.join("bundle");
+        run_ok(
+            Command::new("umoci")
+                .args(["unpack", "--image", &layout])
+                .arg(&bundle),
+        );
+        let gnu = w.join("gnu");
+        gnu_apply(layers, &gnu);
+        refs_of.push(r);
+        layouts.push((bundle.join("rootfs"), gnu));
+    }
+    for order in [[0, 1], [1, 0]] {
+        let env = Env::new();
+        for &i in &order {
+            ok(env.skiff(&["pull", &refs_of[i]]));
+        }
+        let trees = layer_trees(&env);
+        let chained = trees.iter().filter(|n| n.starts_with("chain-")).count();
+        let shared: BTreeSet<String> = trees
+            .iter()
+            .filter(|n| !n.starts_with("chain-"))
+            .cloned()
+            .collect();
+        assert_eq!((chained, shared.len()), (2, 3), "{order:?}: {trees:?}");
+        assert_eq!(
+            names_in(&env, "layers-self"),
+            shared,
+            "marked self-contained"
+        );
+        for &i in &order {
+            let ours = env.path().join(format!("ours{i}"));
+            ok(env.skiff(&["unpack", &refs_of[i], ours.to_str().unwrap()]));
+            let t = tree::describe(&ours);
+            let a = &t["a"];
+            assert_eq!((a.mode, a.uid, a.gid), want[i], "{order:?}: image {i}");
+            assert_eq!(fs::metadata(ours.join("a")).unwrap().mtime(), T_LOWER);
+            let (umoci, gnu) = &layouts[i];
+            assert_eq!(t, tree::describe(umoci), "{order:?}: image {i} vs umoci");
+            assert_eq!(t, tree::describe(gnu), "{order:?}: image {i} vs GNU tar");
+            let out = ok(env.skiff(&[
+                "run",
+                "--pull=never",
+                "--exec",
+                "/bin/sh",
+                &refs_of[i],
+                "--",
+                "-c",
+                "stat -c '%a %u:%g %Y' /a; cat /a/f /a/old",
+            ]));
+            let (mode, uid, gid) = want[i];
+            let name = ["one", "two"][i];
+            assert_eq!(
+                out.trim(),
+                format!("{mode:o} {uid}:{gid} {T_LOWER}\napp{name}"),
+                "{order:?}: image {i} in the overlay"
+            );
+        }
+    }
+}
+
+/// A store an earlier skiff filled: the app layer's tree under its diff_id, made over the
+/// first base. It is not reused for the other base (nor for the first: it is unmarked), and
+/// `gc` collects it once no image names it.
+#[test]
+fn an_older_skiffs_tree_of_a_dependent_layer_is_not_reused() {
+    let env = Env::new();
+    let stacks = two_bases_layers(env.path());
+    let reg = env.registry();
+    let mut refs_of = Vec::new();
+    for (i, layers) in stacks.iter().enumerate() {
+        let w = env.path().join(format!("img{i}"));
+        fs::create_dir(&w).unwrap();
+        let layout = umoci_image(&w, layers);
+        let r = format!("{}/changesets/old{i}:v1", reg.host());
+        run_ok(Command::new("skopeo").args([
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{layout}"),
+            &format!("docker://{r}"),
+        ]));
+        refs_of.push(r);
+    }
+    ok(env.skiff(&["pull", &refs_of[0]]));
+    // What an earlier skiff left: the tree made over base one, under the app's diff_id.
+    let app_diff = sha(&fs::read(&stacks[0][2]).unwrap())[7..].to_string();
+    let layers = env.root.join("layers");
+    let chain = layer_trees(&env)
+        .into_iter()
+        .find(|n| n.starts_with("chain-"))
+        .unwrap();
+    fs::rename(layers.join(&chain), layers.join(&app_diff)).unwrap();
+    ok(env.skiff(&["pull", &refs_of[1]]));
+    let ours = env.path().join("ours1");
+    ok(env.skiff(&["unpack", &refs_of[1], ours.to_str().unwrap()]));
+    let a = &tree::describe(&ours)["a"];
+    assert_eq!((a.mode, a.uid, a.gid), (0o750, 7, 8), "not base one's");
+    ok(env.skiff(&["rm", &refs_of[0]]));
+    ok(env.skiff(&["rm", &refs_of[1]]));
+    ok(env.skiff(&["gc"]));
+    assert!(layer_trees(&env).is_empty(), "{:?}", layer_trees(&env));
+    assert!(names_in(&env, "layers-self").is_empty());
 }

@@ -2,6 +2,8 @@
 //! `scripts/deps` installs Debian's docker-registry (whose packaged service starts at once and
 //! holds :5000), and a host where another listener holds :5000. `scripts/demo` must pass on
 //! both the first time, leave the other listener alone, and leave nothing of its own running.
+//! On the booted Debian, what `scripts/deps` installs must also be enough for `scripts/test`'s
+//! own steps that need more than the demo (the fuzz step's C++ build).
 
 mod common;
 use common::container::*;
@@ -64,19 +66,104 @@ fn demo_passes_while_another_listener_holds_5000() {
     assert!(!alive(pid), "the demo's registry {pid} is gone");
 }
 
+/// A network of the container's own, as a new machine has (its own :5000), with a way out
+/// for apt and cargo: a veth pair to the host, NAT'd out of the host's uplink. Undone when
+/// dropped (the NAT rule, the host's ip_forward as it was, the namespace and its link).
+struct OwnNetwork {
+    ns: Netns,
+    host_if: String,
+    subnet: String,
+    forward_was: String,
+}
+
+impl OwnNetwork {
+    fn new() -> OwnNetwork {
+        let ns = Netns::new();
+        let n = std::process::id() % 250;
+        let (host_if, inner_if) = (format!("sk{n}h"), format!("sk{n}c"));
+        let subnet = format!("10.213.{n}.0/30");
+        let (host_ip, inner_ip, gw) = (
+            format!("10.213.{n}.1/30"),
+            format!("10.213.{n}.2/30"),
+            format!("10.213.{n}.1"),
+        );
+        let ip = |args: &[&str]| run_ok(std::process::Command::new("ip").args(args));
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &inner_if,
+        ]);
+        ip(&["link", "set", &inner_if, "netns", &ns.name]);
+        ip(&["addr", "add", &host_ip, "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ns.ok(&["ip", "addr", "add", &inner_ip, "dev", &inner_if]);
+        ns.ok(&["ip", "link", "set", &inner_if, "up"]);
+        ns.ok(&["ip", "route", "add", "default", "via", &gw]);
+        let forward = "/proc/sys/net/ipv4/ip_forward";
+        let forward_was = std::fs::read_to_string(forward).unwrap();
+        std::fs::write(forward, "1").unwrap();
+        let net = OwnNetwork {
+            ns,
+            host_if,
+            subnet,
+            forward_was,
+        };
+        run_ok(std::process::Command::new("iptables").args(net.nat("-A")));
+        net
+    }
+
+    fn nat<'a>(&'a self, op: &'a str) -> [&'a str; 11] {
+        [
+            "-t",
+            "nat",
+            op,
+            "POSTROUTING",
+            "-s",
+            &self.subnet,
+            "!",
+            "-o",
+            &self.host_if,
+            "-j",
+            "MASQUERADE",
+        ]
+    }
+
+    fn nspawn_args(&self) -> Vec<String> {
+        vec![
+            format!("--network-namespace-path=/run/netns/{}", self.ns.name),
+            "--resolv-conf=copy-host".into(),
+        ]
+    }
+}
+
+impl Drop for OwnNetwork {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .args(self.nat("-D"))
+            .status();
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forward_was);
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+    }
+}
+
 #[test]
 fn demo_passes_on_a_booted_debian_whose_registry_service_holds_5000() {
     let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    // Something on the host holds :5000 too (ours, if it was free): the container's packaged
+    // registry must still start, in a network of its own.
+    let holder = std::net::TcpListener::bind("0.0.0.0:5000").ok();
+    let net = OwnNetwork::new();
     let env = Env::new();
     let root = OverlayRoot::new(env.path());
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{home}/.cargo"));
     let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{home}/.rustup"));
     // The checkout and the toolchain at the same paths inside, as on a machine set up by hand.
-    let binds: Vec<String> = [checkout().to_str().unwrap(), &cargo_home, &rustup_home]
+    let mut binds: Vec<String> = [checkout().to_str().unwrap(), &cargo_home, &rustup_home]
         .iter()
         .map(|p| format!("--bind={p}"))
         .collect();
+    binds.extend(net.nspawn_args());
     for p in [&cargo_home, &rustup_home] {
         std::fs::create_dir_all(root.path.join(p.trim_start_matches('/'))).unwrap();
     }
@@ -111,4 +198,12 @@ fn demo_passes_on_a_booted_debian_whose_registry_service_holds_5000() {
         "the demo ran a registry of its own"
     );
     c.ok(&format!("! [ -e /proc/{pid} ]"));
+    // The fuzz step of `scripts/test` builds libFuzzer's C++ sources (libfuzzer-sys): what
+    // `scripts/deps` installed must be enough for that too, on this fresh Debian.
+    c.ok(&format!(
+        "{envs}; cd {dir} && cargo build --locked --manifest-path fuzz/Cargo.toml -p libfuzzer-sys 2>&1"
+    ));
+    if let Some(l) = &holder {
+        assert!(l.local_addr().is_ok(), "the host's listener is untouched");
+    }
 }

@@ -59,9 +59,14 @@ fn etcd_profile_with_wrapper_variables_and_pinning() {
     let printed = ok(c.output().unwrap());
     let expected = format!("{}/coreos/etcd@{digest}", reg.host());
     assert_eq!(printed.trim(), expected);
+    let written = std::fs::read_to_string(&pinfile).unwrap();
     assert_eq!(
-        std::fs::read_to_string(&pinfile).unwrap().trim(),
+        written.lines().last().unwrap(),
         format!("ETCD_IMAGE={expected}")
+    );
+    assert!(
+        written.contains(&format!("# skiff-follow: {}/coreos/etcd:", reg.host())),
+        "the tag `skiff update` follows: {written}"
     );
 
     // The pinned digest starts with the registry gone: no network on a warm start.

@@ -555,12 +555,53 @@ fn rshared_volumes_propagate_mounts_back_to_the_host() {
 }
 
 #[test]
-fn rshared_needs_a_shared_mount_point() {
+fn rshared_makes_a_plain_source_a_shared_mount_point_of_its_own() {
+    // kubelet-wrapper's /var/lib/kubelet under rkt-fly was a plain directory: the unit must
+    // run unchanged, and the kubelet's mounts must still reach the host.
     let s = setup("run/notshared", &Spec::default(), &[]);
     let dir = s.env.path().join("plain");
     std::fs::create_dir_all(&dir).unwrap();
-    let err = fails(s.sh(&["-v", &format!("{}:/k:rw,rshared", dir.display())], "true"));
-    assert!(err.contains("mount --make-shared"), "{err}");
+    let vol = format!("{}:/k:rw,rshared", dir.display());
+    let is_mount_point = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+    };
+    let dry = ok(s
+        .env
+        .skiff(&["run", "--pull=never", "--dry-run", "-v", &vol, &s.r]));
+    assert!(
+        dry.contains(&format!(
+            "host: mount --rbind {0} {0}; mount --make-shared {0}",
+            dir.display()
+        )),
+        "{dry}"
+    );
+    assert!(!is_mount_point(), "--dry-run changes nothing on the host");
+    let out = ok(s.sh(
+        &["--writable", "-v", &vol],
+        "mkdir -p /k/pod && mount -t tmpfs tmpfs /k/pod && echo mounted",
+    ));
+    assert!(out.contains("mounted"));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let own = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(dir.to_str().unwrap()))
+        .map(str::to_string);
+    let host_sees = mountinfo
+        .lines()
+        .any(|l| l.contains(&format!("{}/pod", dir.display())));
+    let _ = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("umount {0}/pod 2>/dev/null; umount {0}", dir.display()),
+        ])
+        .status();
+    let own = own.expect("the source is a mount point of its own after the run");
+    assert!(own.contains(" shared:"), "and a shared one: {own}");
+    assert!(host_sees, "a mount made inside appears on the host");
+    // Once shared, the next start changes nothing more.
 }
 
 #[test]

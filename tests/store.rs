@@ -60,7 +60,12 @@ fn planted_symlinks_in_the_store_are_not_followed() {
     assert_eq!(std::fs::read(outside.join("config")).unwrap(), img.config);
 
     // A layer tree replaced by a symlink to a directory elsewhere is unpacked again, for real.
-    let layer = env.root.join("layers").join(&sha(&layers[1])[7..]);
+    // (Layer 2 has no entry for `etc/`: its tree is its stack's, under the ChainID.)
+    let chain = format!("{} {}", sha(&layers[0]), sha(&layers[1]));
+    let layer = env
+        .root
+        .join("layers")
+        .join(format!("chain-{}", &sha(chain.as_bytes())[7..]));
     std::fs::remove_dir_all(&layer).unwrap();
     std::fs::create_dir_all(outside.join("fake-layer/etc")).unwrap();
     std::fs::write(outside.join("fake-layer/etc/motd"), b"planted").unwrap();
@@ -115,4 +120,77 @@ fn progress_on_a_terminal_and_log_lines_otherwise() {
         !err.contains('\r') && !err.contains("\u{1b}["),
         "no terminal control codes in logs: {err:?}"
     );
+}
+
+/// A layer whose tree depends on its lowers (`a/f` with no entry for `a/`) is kept under its
+/// ChainID, once per lower stack: `gc` keeps both while their images are listed, keeps the
+/// one a running payload leases after its image is removed (with its base), and collects
+/// each once nothing names or leases it.
+#[test]
+fn gc_keeps_and_collects_chain_keyed_trees() {
+    let env = Env::new();
+    let reg = env.registry();
+    let app = tar(&[file("a/f", b"app", 0o644)]);
+    let bases = [
+        busybox_layer(&[Entry::Dir("a", 0o700)]),
+        busybox_layer(&[Entry::Dir("a", 0o750)]),
+    ];
+    let mut refs = Vec::new();
+    let mut own = Vec::new();
+    let mut chain = Vec::new();
+    for (i, base) in bases.iter().enumerate() {
+        let img = build(&[base.clone(), app.clone()], &Spec::default());
+        push(&reg.url(), &format!("chain/img{i}"), "v1", &img);
+        let r = format!("{}/chain/img{i}:v1", reg.host());
+        ok(env.skiff(&["pull", &r]));
+        refs.push(r);
+        own.push(sha(base)[7..].to_string());
+        let id = format!("{} {}", sha(base), sha(&app));
+        chain.push(format!("chain-{}", &sha(id.as_bytes())[7..]));
+    }
+    // The trees, and (`+name`) the marks of self-contained ones.
+    let trees = || -> std::collections::BTreeSet<String> {
+        let names = |d: &str| -> Vec<String> {
+            std::fs::read_dir(env.root.join(d))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let marks = names("layers-self").into_iter().map(|n| format!("+{n}"));
+        names("layers").into_iter().chain(marks).collect()
+    };
+    let all: std::collections::BTreeSet<String> = (0..2)
+        .flat_map(|i| [own[i].clone(), format!("+{}", own[i]), chain[i].clone()])
+        .collect();
+    assert_eq!(
+        trees(),
+        all,
+        "the app layer once per base, under its ChainID"
+    );
+    ok(env.skiff(&["gc"]));
+    assert_eq!(trees(), all, "listed images keep their trees");
+
+    let mut child = env
+        .skiff_cmd(&[
+            "run",
+            "--pull=never",
+            "--exec",
+            "/bin/sleep",
+            &refs[0],
+            "--",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok(env.skiff(&["rm", &refs[0]]));
+    ok(env.skiff(&["rm", &refs[1]]));
+    ok(env.skiff(&["gc"]));
+    let leased: std::collections::BTreeSet<String> =
+        [own[0].clone(), format!("+{}", own[0]), chain[0].clone()].into();
+    assert_eq!(trees(), leased, "the running payload's trees stay");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok(env.skiff(&["gc"]));
+    assert!(trees().is_empty(), "{:?}", trees());
 }

@@ -227,3 +227,194 @@ fn units_under_a_real_systemd() {
     assert!(!journal.contains("connection failed"), "{journal}");
     c.ok("systemctl stop etcd-member.service");
 }
+
+/// The loop devices whose backing file is `image` (util-linux matches the file's device and
+/// inode, so this holds whichever mount namespace attached it).
+fn loops_of(image: &Path) -> Vec<String> {
+    let o = Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    stdout(&o)
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Loop devices are machine-wide: whatever still holds the image when the test ends (a failed
+/// assertion with the extension merged, a container killed mid-way) is detached here.
+struct DetachLoops(std::path::PathBuf);
+
+impl Drop for DetachLoops {
+    fn drop(&mut self) {
+        for dev in loops_of(&self.0) {
+            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+        }
+    }
+}
+
+/// The systemd-sysext image under a booted systemd, on a host whose os-release says ID=flatcar
+/// and SYSEXT_LEVEL=1.0 (the container's /etc/os-release; its /usr stays Debian's): merged, its
+/// units loaded and one run, then unmerged. The image sits where the Ignition config puts it,
+/// /opt/extensions/skiff/skiff-VERSION-x86-64.raw linked as /etc/extensions/skiff.raw, and the
+/// container's systemd-sysext attaches it itself: it gets /dev/loop-control and the /dev/loopN
+/// nodes (nspawn's /dev has none), and the host sees the loop device it attached.
+#[test]
+fn the_sysext_merges_its_units_run_an_image_and_unmerge_leaves_the_store() {
+    let env = Env::new();
+    let reg = env.registry();
+    let helpers = env.path().join("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let fleetd = static_c(&helpers, "fleetd", FLEETD_C);
+    let fleet = busybox_image(
+        &Spec {
+            cmd: vec!["/usr/local/bin/fleetd".into()],
+            ..Spec::default()
+        },
+        &[
+            Entry::Dir("usr", 0o755),
+            Entry::Dir("usr/local", 0o755),
+            Entry::Dir("usr/local/bin", 0o755),
+            Entry::File("usr/local/bin/fleetd".into(), fleetd, 0o755),
+        ],
+    );
+    push(&reg.url(), "coreos/fleet", "v1-test", &fleet);
+    // The test's own skiff build (the container is the same Debian as this machine).
+    let image = common::sysext::mksysext(
+        env.path(),
+        Path::new(env!("CARGO_BIN_EXE_skiff")),
+        "x86_64",
+        "0.0.1",
+    );
+    let name = image.file_name().unwrap().to_str().unwrap().to_string();
+
+    let _one = ONE_CONTAINER.lock().unwrap_or_else(|p| p.into_inner());
+    let overlay = OverlayRoot::new(env.path());
+    let root = overlay.path.clone();
+    // Outside the overlay (bound in read-only), so the loop devices that hold it can be found
+    // from the host on every path, after the container's root is gone too.
+    let placed = env.path().join("opt-extensions-skiff");
+    std::fs::create_dir_all(&placed).unwrap();
+    let image = {
+        let to = placed.join(&name);
+        std::fs::copy(&image, &to).unwrap();
+        to
+    };
+    let _detach = DetachLoops(image.clone());
+    std::fs::create_dir_all(root.join("etc/extensions")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/opt/extensions/skiff/{name}"),
+        root.join("etc/extensions/skiff.raw"),
+    )
+    .unwrap();
+    assert!(name.ends_with("-x86-64.raw"), "{name}");
+    let _ = std::fs::remove_file(root.join("etc/os-release"));
+    install(
+        &root,
+        "/etc/os-release",
+        b"NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nID_LIKE=coreos\nVERSION_ID=4230.2.0\nSYSEXT_LEVEL=1.0\n",
+        0o644,
+    );
+    install(
+        &root,
+        "/opt/bin/sockcat",
+        &static_c(&helpers, "sockcat", SOCKCAT_C),
+        0o755,
+    );
+    install(
+        &root,
+        "/etc/skiff/fleet.env",
+        format!("FLEET_IMAGE={}/coreos/fleet:v1-test\n", reg.host()).as_bytes(),
+        0o644,
+    );
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap()
+        + "fleet:x:500:500:fleet:/:/usr/sbin/nologin\n";
+    install(&root, "/etc/passwd", passwd.as_bytes(), 0o644);
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap() + "fleet:x:500:\n";
+    install(&root, "/etc/group", group.as_bytes(), 0o644);
+
+    let c = Container::boot_with(
+        &root,
+        &env.path().join("nspawn.log"),
+        &[
+            format!("--bind-ro={}:/opt/extensions/skiff", placed.display()),
+            "--bind=/dev/loop-control".into(),
+        ],
+    );
+    // The kernel hands out the lowest free loop device, machine-wide, and makes it when none is
+    // free: give the container the nodes (the host's devtmpfs has only those made so far).
+    c.ok("for i in $(seq 0 255); do test -e /dev/loop$i || mknod -m 0660 /dev/loop$i b 7 $i; done");
+    c.ok("test ! -e /usr/bin/skiff && test ! -e /usr/lib/systemd/system/fleet.service");
+    assert!(loops_of(&image).is_empty());
+    c.ok("systemd-sysext merge");
+    assert_eq!(
+        loops_of(&image).len(),
+        1,
+        "the container's systemd-sysext attached the image to a loop device"
+    );
+    let status = c.ok("systemd-sysext status");
+    assert!(status.contains("skiff"), "{status}");
+    c.ok("test -x /usr/bin/skiff && /usr/bin/skiff --version");
+    assert_eq!(
+        c.ok("readlink /usr/lib/coreos/etcd-wrapper").trim(),
+        "/usr/bin/skiff"
+    );
+    c.ok("test -e /usr/share/man/man1/skiff-run.1 && test -e /usr/share/bash-completion/completions/skiff");
+    c.ok("systemctl daemon-reload");
+    // Debian's /lib is a link to usr/lib, which systemd lists first.
+    for unit in [
+        "fleet.service",
+        "fleet.socket",
+        "etcd-member.service",
+        "skiff-kubelet.service",
+    ] {
+        let path = c.prop(unit, "FragmentPath");
+        assert!(
+            [
+                format!("/lib/systemd/system/{unit}"),
+                format!("/usr/lib/systemd/system/{unit}")
+            ]
+            .contains(&path),
+            "{unit}: {path}"
+        );
+    }
+    assert!(c
+        .ok("systemctl cat fleet.service")
+        .contains("ExecStart=/usr/bin/skiff run --profile fleet"));
+    c.ok("systemd-analyze verify --man=no /usr/lib/systemd/system/fleet.service /usr/lib/systemd/system/fleet.socket /usr/lib/systemd/system/etcd-member.service /usr/lib/systemd/system/skiff-kubelet.service");
+    // A unit from the extension runs an image: fleet.socket activates fleet.service, whose
+    // ExecStart is the extension's /usr/bin/skiff.
+    c.ok("systemctl start fleet.socket");
+    let answer = c.ok("timeout 120 /opt/bin/sockcat /var/run/fleet.sock");
+    assert!(answer.contains("fleetd: activated"), "{answer}");
+    assert_eq!(c.prop("fleet.service", "ActiveState"), "active");
+    let store = c.ok("ls /var/lib/skiff");
+    c.ok("systemctl stop fleet.service fleet.socket");
+
+    c.ok("systemd-sysext unmerge");
+    assert_eq!(
+        loops_of(&image),
+        Vec::<String>::new(),
+        "unmerge let the loop device go"
+    );
+    c.ok("test ! -e /usr/bin/skiff && test ! -e /usr/lib/coreos/etcd-wrapper && test ! -e /usr/lib/systemd/system/fleet.service");
+    c.ok("systemctl daemon-reload");
+    assert_eq!(c.prop("fleet.service", "LoadState"), "not-found");
+    assert_eq!(c.ok("ls /var/lib/skiff"), store, "the store stays");
+    // And back: refresh merges it again. An extension whose extension-release says
+    // ARCHITECTURE=arm64 (the arm64 image's, as mksysext writes it) is left out on this x86-64
+    // host.
+    c.ok("mkdir -p /run/extensions/skiffarm/usr/lib/extension-release.d /run/extensions/skiffarm/usr/bin && echo arm > /run/extensions/skiffarm/usr/bin/skiff-arm64-marker && printf 'ID=flatcar\\nSYSEXT_LEVEL=1.0\\nARCHITECTURE=arm64\\n' > /run/extensions/skiffarm/usr/lib/extension-release.d/extension-release.skiffarm");
+    c.ok("systemd-sysext refresh && test -x /usr/bin/skiff");
+    assert_eq!(
+        loops_of(&image).len(),
+        1,
+        "refresh attached the image again"
+    );
+    c.ok("test ! -e /usr/bin/skiff-arm64-marker");
+    // The same extension saying x86-64 is merged: the architecture was the reason.
+    c.ok("sed -i s/=arm64/=x86-64/ /run/extensions/skiffarm/usr/lib/extension-release.d/extension-release.skiffarm && systemd-sysext refresh");
+    c.ok("test -e /usr/bin/skiff-arm64-marker && test -x /usr/bin/skiff");
+}

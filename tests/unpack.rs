@@ -614,6 +614,18 @@ fn a_refused_image_is_not_listed_as_pulled() {
     assert!(err.contains("not in the store"), "{err}");
 }
 
+/// The tree of the top of `layers` where it depends on the layers below: under the stack's
+/// OCI ChainID.
+fn chain_tree(env: &Env, layers: &[&[u8]]) -> std::path::PathBuf {
+    let mut chain = sha(layers[0]);
+    for l in &layers[1..] {
+        chain = sha(format!("{chain} {}", sha(l)).as_bytes());
+    }
+    env.root
+        .join("layers")
+        .join(format!("chain-{}", &chain[7..]))
+}
+
 /// Pushes `layers` as an OCI image `repo:v1` and pulls it; returns its reference.
 fn pull_oci(env: &Env, reg: &Registry, repo: &str, layers: &[Vec<u8>]) -> String {
     let spec = Spec {
@@ -632,9 +644,11 @@ fn a_whiteout_below_a_lower_file_is_a_no_op() {
     let reg = env.registry();
     let lower = tar(&[file("d2f", b"a file", 0o644), file("keep", b"k", 0o644)]);
     let upper = tar(&[file("d2f/.wh.child", b"", 0o644), file("new", b"n", 0o644)]);
-    let r = pull_oci(&env, &reg, "wh/img", &[lower, upper.clone()]);
-    // The upper layer's tree has no directory that would hide the lower file.
-    let upper_tree = env.root.join("layers").join(&sha(&upper)[7..]);
+    let r = pull_oci(&env, &reg, "wh/img", &[lower.clone(), upper.clone()]);
+    // The upper layer's tree (its whiteout's parent is not its own: it is its stack's) has
+    // no directory that would hide the lower file.
+    let upper_tree = chain_tree(&env, &[&lower, &upper]);
+    assert!(upper_tree.join("new").exists());
     assert!(!upper_tree.join("d2f").exists());
     for storage in ["overlay", "flat"] {
         let out = env.path().join(format!("out-{storage}"));
@@ -664,7 +678,12 @@ fn a_whiteout_below_a_lower_directory_keeps_that_directorys_owner_and_mode() {
     ]);
     // The upper layer names only the whiteout, not the directories above it.
     let upper_bytes = tar(&[file("private/inner/.wh.secret", b"", 0o644)]);
-    let r = pull_oci(&env, &reg, "wh/lowerdir", &[lower, upper_bytes.clone()]);
+    let r = pull_oci(
+        &env,
+        &reg,
+        "wh/lowerdir",
+        &[lower.clone(), upper_bytes.clone()],
+    );
     let ours = env.path().join("ours");
     ok(env.skiff(&["unpack", &r, ours.to_str().unwrap()]));
     let mine = tree::describe(&ours);
@@ -676,7 +695,7 @@ fn a_whiteout_below_a_lower_directory_keeps_that_directorys_owner_and_mode() {
     // `run` mounts the layer trees as an overlay, which takes a merged directory's metadata
     // from the upper tree: there it has the lower directory's mode, not a made-up 0755.
     use std::os::unix::fs::PermissionsExt;
-    let upper_tree = env.root.join("layers").join(&sha(&upper_bytes)[7..]);
+    let upper_tree = chain_tree(&env, &[&lower, &upper_bytes]);
     let mode = |p: &str| {
         std::fs::metadata(upper_tree.join(p))
             .unwrap()

@@ -18,27 +18,40 @@ pub fn list(store: &Store, as_json: bool) -> Result<()> {
             .iter()
             .map(|(r, e)| {
                 json!({"reference": r, "digest": e.digest.to_string(), "manifest": e.manifest.to_string(),
-                       "platform": e.platform, "size": e.size, "resolved": e.resolved})
+                       "platform": e.platform, "size": e.size, "resolved": e.resolved,
+                       "source": source_of(r, e)})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
-        "{:<50} {:<19} {:<14} {:>9}  PULLED",
-        "REFERENCE", "DIGEST", "PLATFORM", "SIZE"
+        "{:<50} {:<19} {:<14} {:>9}  {:<14}  SOURCE",
+        "REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED"
     );
     for (r, e) in entries {
         println!(
-            "{:<50} {:<19} {:<14} {:>9}  {}",
+            "{:<50} {:<19} {:<14} {:>9}  {:<14}  {}",
             r,
             &e.digest.to_string()[..19],
             e.platform,
             crate::logging::human(e.size),
-            crate::logging::ago(e.resolved, crate::logging::now())
+            crate::logging::ago(e.resolved, crate::logging::now()),
+            source_of(&r, &e)
         );
     }
     Ok(())
+}
+
+/// Where an image came from: the source it was loaded from, else its registry.
+fn source_of(reference: &str, e: &crate::store::IndexEntry) -> String {
+    e.source.clone().unwrap_or_else(|| {
+        let registry = reference
+            .parse::<Reference>()
+            .map(|r| r.registry().to_string())
+            .unwrap_or_default();
+        format!("docker://{registry}")
+    })
 }
 
 /// The platform an image was pulled for, so `inspect` shows what `run` would use.

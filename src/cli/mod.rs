@@ -1,8 +1,11 @@
 //! The command line: clap structs turned into one validated configuration, then dispatched.
 
+mod fleet;
 mod images;
+mod load;
 mod progress;
 mod run;
+mod update;
 mod verify;
 
 pub use run::RunArgs;
@@ -180,6 +183,21 @@ pub enum Command {
     },
     /// Remove blobs and layers that no reference uses and no running payload holds.
     Gc,
+    /// Load an image from an image layout or archive (air-gapped hosts), verified as a pull.
+    Load(load::LoadArgs),
+    /// Save a stored image as an image layout or archive, for hosts without a registry.
+    Save(load::SaveArgs),
+    /// Move units to what their pin file's tag means now; judge each by its health and roll
+    /// back by itself (results: unchanged, pending, updated, rolled back, failed).
+    Update(update::UpdateArgs),
+    /// Put a unit's previous pin back and restart it, through the same health gate.
+    Rollback {
+        unit: String,
+        #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+        grace: f64,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+    },
     /// Re-check every blob against its digest and every unpacked tree against its record.
     Verify {
         /// Rebuild damaged trees from their blobs (no network); drop damaged blobs and fetch
@@ -211,7 +229,8 @@ impl ImageArgs {
             Some(name) => {
                 let profile = crate::profiles::load(name, &self.profile_dir)?;
                 let vars: Vec<(String, String)> = std::env::vars().collect();
-                let env = |k: &str| std::env::var(k).ok();
+                // The wrappers' deprecated names still count (KUBELET_VERSION, KUBELET_ACI).
+                let env = |k: &str| crate::wrapper::aliased(k, &|k| std::env::var(k).ok());
                 Some(profile.resolve(
                     self.tag.as_deref(),
                     &env,
@@ -339,9 +358,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run_image(&cli, args),
         Command::Pin { image, write } => run::pin(&cli, image, write.as_deref()),
         Command::Gc => images::gc(&open_store(&cli)?),
+        Command::Update(args) => update::update(&cli, args),
+        Command::Rollback {
+            unit,
+            grace,
+            format,
+        } => update::rollback(&cli, unit, *grace, format),
         Command::Verify { repair, quick } => {
             verify::verify(&cli, &open_store(&cli)?, *quick, *repair)
         }
+        Command::Load(args) => load::load(&cli, args),
+        Command::Save(args) => load::save(&cli, args),
     }
 }
 
@@ -375,6 +402,10 @@ pub fn pull_image(
 /// The exit status for an error that ended skiff before any payload ran: 125 (as podman and
 /// docker use for "the launcher failed"), 127 when the command is not in the image.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<update::UnitsFailed>().is_some() {
+        // Every unit was reported; some rolled back or failed.
+        return 1;
+    }
     match e.downcast_ref::<crate::run::RunError>() {
         Some(crate::run::RunError::CommandNotFound { .. }) => 127,
         _ => 125,

@@ -127,15 +127,27 @@ impl RunArgs {
 pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
     let store = open_store(cli)?;
     let choice = args.image.resolve()?;
+    // The wrapper variables are read before anything is pulled: a refused one fails at once.
+    let wrapper = match &choice.profile {
+        Some(p) => Some(
+            crate::wrapper::from_env(&p.prefix, &|k| std::env::var(k).ok())
+                .context("the wrapper variables")?,
+        ),
+        None => None,
+    };
     let (img, unpacked) = pull_image(cli, &store, &choice, &args.pull)?;
     let mut opts = args.options();
-    if let Some(p) = choice.profile {
-        apply_profile(&mut opts, p);
+    if let (Some(p), Some(w)) = (choice.profile, &wrapper) {
+        apply_profile(&mut opts, p, w)?;
     }
     let scratch = store.run_scratch()?;
     let prepared = crate::run::prepare(unpacked.rootfs, scratch.clone(), &img.config, &opts)?;
+    let notes = wrapper.as_ref().map(|w| w.notes.as_slice()).unwrap_or(&[]);
     if args.dry_run {
         // Everything the run would do, with its real arguments; nothing is done.
+        for note in notes {
+            println!("wrapper {note}");
+        }
         for step in &prepared.host_steps {
             println!("{step}");
         }
@@ -147,6 +159,16 @@ pub(super) fn run_image(cli: &Cli, args: &RunArgs) -> Result<()> {
         }
         println!("exec {}", crate::run::describe_argv(&prepared).join(" "));
         return Ok(());
+    }
+    // A foreign image without a binfmt_misc handler would fail at execve with a bare ENOEXEC,
+    // after every mount: say so now.
+    crate::run::foreign::check(&img.platform).with_context(|| format!("running {}", img.digest))?;
+    for note in notes {
+        tracing::info!(variable = %note.var, argument = %note.arg, became = %note.became, "wrapper argument");
+    }
+    if let Some(path) = wrapper.as_ref().and_then(|w| w.uuid_file.as_deref()) {
+        let uuid = crate::wrapper::save_uuid(path)?;
+        tracing::info!(path = %path.display(), %uuid, "rkt is gone: wrote a pod UUID for the unit's `rkt --uuid-file` lines, which now fail harmlessly");
     }
     // gc must not remove these layers while the payload (this PID, after exec) runs.
     store.take_lease(&unpacked.trees)?;
@@ -169,17 +191,33 @@ pub(super) fn pin(cli: &Cli, image: &ImageArgs, write: Option<&std::path::Path>)
     let pinned = format!("{}@{}", choice.reference.name(), img.digest);
     println!("{pinned}");
     if let Some(path) = write {
-        let line = match &choice.profile {
-            Some(p) => format!("{}_IMAGE={pinned}\n", p.prefix),
-            None => format!("{pinned}\n"),
+        let bytes = match &choice.profile {
+            // An environment file with the tag it follows, for `skiff update`.
+            Some(p) => {
+                let pinned: crate::reference::Reference = pinned.parse()?;
+                let follows = match choice.reference.digest() {
+                    Some(_) => None,
+                    None => Some(&choice.reference),
+                };
+                crate::update::pinfile::render(&format!("{}_IMAGE", p.prefix), &pinned, follows)
+            }
+            None => format!("{pinned}\n").into_bytes(),
         };
-        std::fs::write(path, line).with_context(|| format!("writing {}", path.display()))?;
+        crate::update::pinfile::write_atomic(path, &bytes)?;
     }
     Ok(())
 }
 
-/// Puts a profile's mounts, presets, environment and user under what the flags say (flags win).
-fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) {
+/// Puts a profile's mounts, presets, environment and user, then what the wrapper variables
+/// add, under what the flags say (flags win).
+fn apply_profile(
+    opts: &mut crate::run::Options,
+    p: crate::profiles::Resolved,
+    w: &crate::wrapper::Translation,
+) -> Result<()> {
+    for warning in &w.warnings {
+        tracing::warn!("{warning}");
+    }
     let mut volumes = p.volumes;
     if let Some((host, target)) = &p.data_dir {
         // Created and owned by the service's user, as etcd-wrapper did: a step of the plan,
@@ -190,8 +228,12 @@ fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) {
         }
         volumes.push(v);
     }
+    volumes.extend(w.volumes.iter().cloned());
     volumes.append(&mut opts.volumes);
     opts.volumes = volumes;
+    opts.presets.dns |= w.host_dns;
+    opts.isolation.net |= w.net_none;
+    opts.inherit_env |= w.inherit_env;
     for preset in &p.presets {
         use crate::profiles::Preset;
         match preset {
@@ -206,13 +248,20 @@ fn apply_profile(opts: &mut crate::run::Options, p: crate::profiles::Resolved) {
         }
     }
     let mut env = p.env;
+    env.extend(w.env.iter().cloned());
     env.append(&mut opts.env);
     opts.env = env;
     if opts.exec.is_none() && opts.entrypoint.is_none() {
-        opts.exec = p.exec;
+        // X_IMAGE_ARGS replaces the profile's default (kubelet's --exec=/kubelet), as
+        // `${KUBELET_IMAGE_ARGS:---exec=/kubelet}` did.
+        opts.exec = w
+            .exec
+            .clone()
+            .or(if w.image_args_set { None } else { p.exec });
     }
     if opts.user.is_none() {
-        opts.user = p.user.map(|(u, g)| crate::run::UserSpec::ids(u, g));
+        opts.user = w.user_spec(p.user)?;
     }
     opts.flag_env_prefix = p.flag_env_prefix;
+    Ok(())
 }

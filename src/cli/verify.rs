@@ -55,8 +55,11 @@ pub fn verify(cli: &Cli, store: &Store, quick: bool, repair: bool) -> Result<()>
     let mut trees = 0usize;
     for (name, img) in &images {
         let mut damaged = Vec::new();
-        for l in &img.layers {
-            let key = TreeKey::of_layer(l);
+        // Each position's tree as unpacking resolves it: the layer's own where it is
+        // self-contained, its stack's (chain-<ChainID>) where it depends on its lowers.
+        let keys = crate::unpack::layer_keys(store, img);
+        for key in keys.iter().flatten() {
+            let key = key.clone();
             if !seen.insert(key.clone()) {
                 continue;
             }
@@ -91,10 +94,11 @@ pub fn verify(cli: &Cli, store: &Store, quick: bool, repair: bool) -> Result<()>
             continue;
         }
         // The blobs a rebuild reads must be sound; only those that are not are fetched again.
-        for l in img
+        for (l, _) in img
             .layers
             .iter()
-            .filter(|l| damaged.contains(&TreeKey::of_layer(l)))
+            .zip(&keys)
+            .filter(|(_, k)| k.as_ref().is_some_and(|k| damaged.contains(k)))
         {
             if quick && store.has_blob(&l.blob.digest) && !store.check_blob(&l.blob.digest)? {
                 println!("damaged: blob {}", l.blob.digest);

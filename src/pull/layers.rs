@@ -45,7 +45,11 @@ pub(super) fn fetch_layers(
 
 /// Refuses early when the missing layers cannot fit: each needs its compressed size to
 /// download and at least as much again unpacked (layers are rarely smaller unpacked).
-fn check_space(store: &Store, r: &Reference, todo: &[&Descriptor]) -> Result<(), PullError> {
+pub(super) fn check_space(
+    store: &Store,
+    r: &Reference,
+    todo: &[&Descriptor],
+) -> Result<(), PullError> {
     let needed: u64 = todo
         .iter()
         .filter_map(|d| d.size)

@@ -17,10 +17,12 @@ use crate::store::{Begin, IndexEntry, Store, StoreError};
 use crate::trust::{Trust, TrustError, Verdict};
 
 mod layers;
+mod local;
 mod signed;
 
 use layers::fetch_layers;
 pub use layers::is_no_space;
+pub use local::{pull_local, Loaded, LocalError, LocalRequest, LocalSource, Top};
 use signed::check_trust;
 pub use signed::stored_verdict;
 
@@ -103,6 +105,12 @@ pub enum PullError {
     },
     #[error(transparent)]
     Trust(Box<TrustError>),
+    #[error("reading {location}")]
+    Local {
+        location: String,
+        #[source]
+        source: LocalError,
+    },
     #[error("{registry} cannot be reached and {reference} has no cached resolution: {cause}")]
     Offline {
         registry: String,
@@ -136,16 +144,18 @@ struct Expected<'a> {
     media_type: Option<&'a str>,
 }
 
-/// Where documents come from: the registry (through the store) or the store alone.
+/// Where documents come from: the registry (through the store), a local source (an image
+/// layout or archive, through the store), or the store alone.
 enum Source<'a> {
     Online(&'a Store, Repo<'a>),
+    Local(&'a Store, &'a dyn LocalSource),
     Offline(&'a Store),
 }
 
 impl Source<'_> {
     fn store(&self) -> &Store {
         match self {
-            Source::Online(s, _) | Source::Offline(s) => s,
+            Source::Online(s, _) | Source::Local(s, _) | Source::Offline(s) => s,
         }
     }
 
@@ -161,7 +171,7 @@ impl Source<'_> {
         ask_registry: bool,
     ) -> Result<manifest::Parsed, PullError> {
         let store = self.store();
-        let online = matches!(self, Source::Online(..));
+        let online = !matches!(self, Source::Offline(..));
         let (body, ct) = if store.has_blob(digest) && !(ask_registry && online) {
             (store.read_blob(digest, manifest::MAX_DOCUMENT_BYTES)?, None)
         } else {
@@ -170,6 +180,7 @@ impl Source<'_> {
                     let f = repo.manifest(&digest.to_string())?;
                     (f.body, f.content_type)
                 }
+                Source::Local(_, src) => (local::document(*src, digest)?, None),
                 Source::Offline(s) => return Err(missing(reference, s, digest)),
             }
         };
@@ -208,6 +219,7 @@ impl Source<'_> {
                         ingest.commit()?;
                     }
                 }
+                Source::Local(s, src) => local::ingest_blob(s, *src, d)?,
                 Source::Offline(s) => return Err(missing(reference, s, &d.digest)),
             }
         }
@@ -353,6 +365,22 @@ pub struct Pulled {
 }
 
 impl Pulled {
+    /// An image to be filed under `key`, resolved now; `origin` says where a load read it.
+    fn new(image: Image, key: String, origin: Option<String>) -> Pulled {
+        let entry = IndexEntry {
+            digest: image.digest.clone(),
+            manifest: image.manifest.clone(),
+            platform: image.platform.to_string(),
+            size: image.size(),
+            resolved: now(),
+            source: origin,
+        };
+        Pulled {
+            image,
+            entry: Some((key, entry)),
+        }
+    }
+
     /// Files the reference under its (new) resolution: call once every layer is unpacked.
     pub fn record(self, store: &Store) -> Result<Image, PullError> {
         if let Some((key, entry)) = self.entry {
@@ -379,7 +407,11 @@ pub fn pull(
     };
     // Who signed it, under the policy in force now: before any layer is fetched, and at
     // every start (offline, from the signatures the store keeps).
-    check_trust(store, client, req, &image)?;
+    let fetch = |digests: &[Digest], budgeted: bool| {
+        signed::fetch_signatures(client, req, digests, budgeted)
+    };
+    let may_fetch = req.policy != PullPolicy::Never;
+    check_trust(store, req.trust, r, &image, may_fetch.then_some(&fetch))?;
     if stored {
         return Ok(Pulled { image, entry: None });
     }
@@ -392,17 +424,7 @@ pub fn pull(
     if unchanged && !asked {
         return Ok(Pulled { image, entry: None });
     }
-    let entry = IndexEntry {
-        digest: image.digest.clone(),
-        manifest: image.manifest.clone(),
-        platform: image.platform.to_string(),
-        size: image.size(),
-        resolved: now(),
-    };
-    Ok(Pulled {
-        image,
-        entry: Some((key, entry)),
-    })
+    Ok(Pulled::new(image, key, None))
 }
 
 /// How a reference resolved under the pull policy.

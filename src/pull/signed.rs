@@ -1,7 +1,7 @@
 //! Who signed an image, under the policy in force at this start: kept signatures first, the
 //! signature sources when they do not satisfy it. Runs before any layer is fetched.
 
-use super::{Client, Digest, Image, PullError, PullPolicy, Reference, Request, Store};
+use super::{Client, Digest, Image, PullError, Reference, Request, Store};
 use crate::trust::{self, Policy, Requirement, Scope, Signatures, Trust, TrustError, Verdict};
 
 /// The policy's scope for one image, ready to judge sets of signatures of its manifests: the
@@ -66,16 +66,22 @@ impl<'a> Judge<'a> {
     }
 }
 
-/// The policy's verdict on `image`: from the signatures the store keeps, else (unless
-/// `--pull=never`) from the lookaside and attachments, within the registry budget when the
-/// store holds every layer. Signatures that satisfy the policy are kept for the next start.
+/// Fetches the signatures of each manifest (`budgeted`: within the registry budget).
+pub(super) type FetchSignatures<'f> =
+    &'f dyn Fn(&[Digest], bool) -> Result<Vec<Signatures>, PullError>;
+
+/// The policy's verdict on `image`: from the signatures the store keeps, else (when `fetch`
+/// is given: not under `--pull=never`) from where `fetch` reads them (the lookaside and
+/// attachments, or a loaded source), within the registry budget when the store holds every
+/// layer. Signatures that satisfy the policy are kept for the next start.
 pub(super) fn check_trust(
     store: &Store,
-    client: &Client,
-    req: &Request,
+    trust: &Trust,
+    reference: &Reference,
     image: &Image,
+    fetch: Option<FetchSignatures>,
 ) -> Result<(), PullError> {
-    let Some(judge) = Judge::new(req.trust, req.reference, image) else {
+    let Some(judge) = Judge::new(trust, reference, image) else {
         return Ok(());
     };
     let needs = judge.needs_signatures();
@@ -85,10 +91,10 @@ pub(super) fn check_trust(
         vec![Signatures::default(); judge.digests.len()]
     };
     let mut verdict = judge.verdict(&kept);
-    if !verdict.accepted() && needs && req.policy != PullPolicy::Never {
+    if let Some(fetch) = fetch.filter(|_| !verdict.accepted() && needs) {
         // With every layer at hand, the store could serve: the sources get the budget.
         let could_serve = image.layers.iter().all(|l| store.has_blob(&l.blob.digest));
-        let fresh = fetch_signatures(client, req, &judge.digests, could_serve)?;
+        let fresh = fetch(&judge.digests, could_serve)?;
         verdict = judge.verdict(&fresh);
         if verdict.accepted() {
             for (d, sigs) in judge
@@ -112,7 +118,7 @@ pub(super) fn check_trust(
         .iter()
         .filter_map(|o| o.result.as_ref().ok().and_then(Option::as_ref))
     {
-        tracing::info!(reference = %req.reference, kind = a.kind, key = %a.key, identity = %a.identity, digest = %a.digest, "signature verified");
+        tracing::info!(reference = %reference, kind = a.kind, key = %a.key, identity = %a.identity, digest = %a.digest, "signature verified");
     }
     Ok(())
 }
@@ -133,7 +139,7 @@ pub fn stored_verdict(
 
 /// Each manifest's signatures from where registries.d says they are. One that cannot be read
 /// is an empty set that says why, so the verdict names it.
-fn fetch_signatures(
+pub(super) fn fetch_signatures(
     client: &Client,
     req: &Request,
     digests: &[Digest],

@@ -326,10 +326,11 @@ impl Client {
         })
     }
 
-    /// Sends one GET with bounded retries on connection errors, 429 and 5xx. For hosts allowed
-    /// plain HTTP, a failed TLS connection falls back to HTTP once and remembers it.
+    /// Sends one GET (or HEAD) with bounded retries on connection errors, 429 and 5xx. For hosts
+    /// allowed plain HTTP, a failed TLS connection falls back to HTTP once and remembers it.
     fn send(
         &self,
+        method: &reqwest::Method,
         ep: &Endpoint,
         path: &str,
         scope: &str,
@@ -365,7 +366,7 @@ impl Client {
                 Some(r) if r.is_zero() => return Err(self.out_of_time(url)),
                 r => r,
             };
-            let mut req = http.get(&url);
+            let mut req = http.request(method.clone(), &url);
             if let Some(r) = remaining {
                 req = req.timeout(r);
             }

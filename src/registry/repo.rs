@@ -45,8 +45,19 @@ impl Repo<'_> {
         path: &str,
         headers: &[(reqwest::header::HeaderName, String)],
     ) -> Result<(String, Response), RegistryError> {
+        self.request(&reqwest::Method::GET, ep, path, headers)
+    }
+
+    /// A request with auth: on 401, answer the challenge once and retry.
+    fn request(
+        &self,
+        method: &reqwest::Method,
+        ep: &Endpoint,
+        path: &str,
+        headers: &[(reqwest::header::HeaderName, String)],
+    ) -> Result<(String, Response), RegistryError> {
         let scope = self.scope();
-        let (url, resp) = self.client.send(ep, path, &scope, headers)?;
+        let (url, resp) = self.client.send(method, ep, path, &scope, headers)?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok((url, resp));
         }
@@ -64,7 +75,7 @@ impl Repo<'_> {
                 body: error_excerpt(resp),
             });
         }
-        let (url, resp) = self.client.send(ep, path, &scope, headers)?;
+        let (url, resp) = self.client.send(method, ep, path, &scope, headers)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(RegistryError::Unauthorized {
                 url,
@@ -132,6 +143,29 @@ impl Repo<'_> {
                     url,
                     status,
                     body: error_excerpt(resp),
+                }),
+            }
+        })
+    }
+
+    /// What a tag (or digest) names now, from a HEAD and its `Docker-Content-Digest`: one
+    /// request and no body. `None` when the registry answers without the header (the caller
+    /// then GETs the manifest and hashes it).
+    pub fn head_manifest(&self, reference: &str) -> Result<Option<Digest>, RegistryError> {
+        let path = format!("/v2/{}/manifests/{reference}", self.repository);
+        self.each_endpoint(&path, |ep| {
+            let accept = [(ACCEPT, manifest::ACCEPT.to_string())];
+            let (url, resp) = self.request(&reqwest::Method::HEAD, ep, &path, &accept)?;
+            match resp.status() {
+                StatusCode::OK => Ok(advertised_digest(&resp, &url)),
+                StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+                    what: format!("manifest {}:{reference}", self.repository),
+                    url,
+                }),
+                status => Err(RegistryError::Status {
+                    url,
+                    status,
+                    body: String::new(),
                 }),
             }
         })

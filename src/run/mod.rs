@@ -4,6 +4,7 @@
 mod apply;
 mod caps;
 mod exec;
+pub mod foreign;
 mod mountinfo;
 pub mod plan;
 mod presets;
@@ -12,7 +13,7 @@ mod user;
 pub mod volume;
 
 use std::convert::Infallible;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -88,6 +89,8 @@ pub enum RunError {
         #[source]
         source: Errno,
     },
+    #[error(transparent)]
+    Foreign(#[from] foreign::ForeignError),
     #[error("reading {path}")]
     Read {
         path: PathBuf,
@@ -168,9 +171,9 @@ pub fn prepare(
     } = presets::resolve(&opts.presets, &host_var)?;
     let mut host_steps = Vec::new();
     for v in &opts.volumes {
-        if let Some((vol, step)) = v.resolve()? {
+        if let Some((vol, steps)) = v.resolve()? {
             volumes.push(vol);
-            host_steps.extend(step);
+            host_steps.extend(steps);
         }
     }
     for f in &opts.env_files {
@@ -202,24 +205,46 @@ pub fn prepare(
 
 /// Makes one host change the plan asked for.
 fn apply_host_step(step: &plan::HostStep) -> Result<(), RunError> {
-    let plan::HostStep::Dir {
-        path,
-        create,
-        owner,
-    } = step;
-    let fail = |op: String| {
-        move |source| RunError::HostStep {
-            op,
-            path: path.clone(),
-            source,
-        }
+    let fail = |op: String, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::HostStep { op, path, source }
     };
-    if *create {
-        std::fs::create_dir_all(path).map_err(fail("creating".into()))?;
-    }
-    if let Some((uid, gid)) = owner {
-        nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into()))
-            .map_err(|e| fail(format!("chown {uid}:{gid}"))(std::io::Error::from(e)))?;
+    match step {
+        plan::HostStep::Dir {
+            path,
+            create,
+            owner,
+        } => {
+            if *create {
+                std::fs::create_dir_all(path).map_err(fail("creating".into(), path))?;
+            }
+            if let Some((uid, gid)) = owner {
+                nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into())).map_err(
+                    |e| fail(format!("chown {uid}:{gid}"), path)(std::io::Error::from(e)),
+                )?;
+            }
+        }
+        plan::HostStep::SharedMountPoint { path, bind } => {
+            use nix::mount::{mount, MsFlags};
+            let none: Option<&str> = None;
+            if *bind {
+                mount(
+                    Some(path),
+                    path,
+                    none,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    none,
+                )
+                .map_err(|e| fail("bind-mounting onto itself".into(), path)(e.into()))?;
+            }
+            mount(none, path, none, MsFlags::MS_SHARED, none)
+                .map_err(|e| fail("making shared".into(), path)(e.into()))?;
+            tracing::info!(
+                path = %path.display(),
+                "made {} a shared mount point of its own (an rshared volume's source)",
+                path.display()
+            );
+        }
     }
     Ok(())
 }
@@ -255,6 +280,17 @@ fn thread_count() -> usize {
         .unwrap_or(0)
 }
 
+/// The threads this process has when only skiff's own one is left: one, or two under user-mode
+/// emulation (an aarch64 skiff run by qemu-user on an x86-64 kernel shares its process with
+/// the emulator's RCU thread). The kernel's architecture, which qemu-user does not emulate,
+/// differs from the one skiff was built for only then.
+fn expected_threads() -> usize {
+    match std::fs::read_to_string("/proc/sys/kernel/arch") {
+        Ok(k) if k.trim() != std::env::consts::ARCH => 2,
+        _ => 1,
+    }
+}
+
 /// Enters the namespaces, mounts, and execs the payload. Returns only on failure (or, with a
 /// private PID namespace, never: the supervisor exits with the payload's status).
 pub fn run(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
@@ -268,12 +304,13 @@ pub fn run(p: Prepared, opts: &Options) -> Result<Infallible, RunError> {
     // pull's threads must all be gone by now. They were joined, but a joined thread can still
     // be leaving the kernel (and still share our fs context) for a moment: wait it out.
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    let expected = expected_threads();
     let mut threads = thread_count();
-    while threads != 1 && std::time::Instant::now() < deadline {
+    while threads != expected && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(1));
         threads = thread_count();
     }
-    if threads != 1 {
+    if threads != expected {
         return Err(RunError::Threads(threads));
     }
     let iso = &opts.isolation;

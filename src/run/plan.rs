@@ -24,6 +24,11 @@ pub enum HostStep {
         create: bool,
         owner: Option<(u32, u32)>,
     },
+    /// Makes an `rshared` volume's source a shared mount point of its own (binding it onto
+    /// itself first when it is not a mount point), so that it alone stays a peer of the host's
+    /// when every other mount is made a slave. It stays after the run: kubelet's mounts under
+    /// it must be seen by the host anyway, and the next start finds it already shared.
+    SharedMountPoint { path: PathBuf, bind: bool },
 }
 
 impl fmt::Display for HostStep {
@@ -40,6 +45,14 @@ impl fmt::Display for HostStep {
                     (true, None) => write!(f, "host: mkdir -p {p}"),
                     (false, Some((u, g))) => write!(f, "host: chown {u}:{g} {p}"),
                     (false, None) => write!(f, "host: {p} exists"),
+                }
+            }
+            HostStep::SharedMountPoint { path, bind } => {
+                let p = path.display();
+                if *bind {
+                    write!(f, "host: mount --rbind {p} {p}; mount --make-shared {p}")
+                } else {
+                    write!(f, "host: mount --make-shared {p}")
                 }
             }
         }

@@ -22,8 +22,6 @@ pub enum VolumeError {
     },
     #[error("reading /proc/self/mountinfo")]
     Mountinfo(#[source] std::io::Error),
-    #[error("{p} is rshared, so it must be a shared mount point: mount --bind {p} {p} && mount --make-shared {p}", p = .0.display())]
-    NotShared(PathBuf),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +123,7 @@ impl VolumeSpec {
     /// Checks the host side (before any namespace exists) and changes nothing: what must be
     /// made there comes back as a step, applied only when the run happens. `Ok(None)`: optional
     /// and absent.
-    pub fn resolve(&self) -> Result<Option<(Volume, Option<HostStep>)>, RunError> {
+    pub fn resolve(&self) -> Result<Option<(Volume, Vec<HostStep>)>, RunError> {
         let (kind, missing) = match std::fs::metadata(&self.source) {
             Ok(m) if m.is_dir() => (NodeKind::Dir, false),
             Ok(_) => (NodeKind::File, false),
@@ -147,19 +145,22 @@ impl VolumeSpec {
                 .into())
             }
         };
-        if self.shared {
-            self.check_shared()?;
+        let mut steps = Vec::new();
+        if missing || self.owner.is_some() {
+            steps.push(HostStep::Dir {
+                path: self.source.clone(),
+                create: missing,
+                owner: self.owner,
+            });
         }
-        let step = (missing || self.owner.is_some()).then(|| HostStep::Dir {
-            path: self.source.clone(),
-            create: missing,
-            owner: self.owner,
-        });
         let source = if missing {
             self.source.clone()
         } else {
             std::fs::canonicalize(&self.source).unwrap_or_else(|_| self.source.clone())
         };
+        if self.shared {
+            steps.extend(shared_step(&source, missing)?);
+        }
         Ok(Some((
             Volume {
                 source,
@@ -169,25 +170,37 @@ impl VolumeSpec {
                 recursive: self.recursive,
                 shared: self.shared,
             },
-            step,
+            steps,
         )))
     }
+}
 
-    /// An `rshared` source must be a shared mount point of its own: then only it stays a peer
-    /// of the host's, and nothing else skiff mounts can propagate out.
-    fn check_shared(&self) -> Result<(), RunError> {
+/// An `rshared` source must be a shared mount point of its own: then only it stays a peer of
+/// the host's, and nothing else skiff mounts can propagate out. Where it is not one yet (a
+/// plain directory, as kubelet-wrapper's /var/lib/kubelet was under rkt-fly), the run makes it
+/// one; `None`: it already is.
+fn shared_step(source: &Path, missing: bool) -> Result<Option<HostStep>, RunError> {
+    let mounts = if missing {
+        Vec::new()
+    } else {
         let text =
             std::fs::read_to_string("/proc/self/mountinfo").map_err(VolumeError::Mountinfo)?;
-        let src = std::fs::canonicalize(&self.source).unwrap_or_else(|_| self.source.clone());
-        match super::mountinfo::parse(&text)
-            .into_iter()
-            .rev()
-            .find(|m| m.mount_point == src)
-        {
-            Some(m) if m.shared => Ok(()),
-            _ => Err(VolumeError::NotShared(src).into()),
-        }
-    }
+        super::mountinfo::parse(&text)
+    };
+    // The last line for a mount point is the one on top, the one a bind would take.
+    Ok(
+        match mounts.into_iter().rev().find(|m| m.mount_point == source) {
+            Some(m) if m.shared => None,
+            Some(_) => Some(HostStep::SharedMountPoint {
+                path: source.to_path_buf(),
+                bind: false,
+            }),
+            None => Some(HostStep::SharedMountPoint {
+                path: source.to_path_buf(),
+                bind: true,
+            }),
+        },
+    )
 }
 
 /// Where a host symlink really points, as an absolute path.
@@ -253,13 +266,34 @@ mod tests {
         assert!(!missing.exists(), "resolving changes nothing on the host");
         assert_eq!(
             step,
-            Some(HostStep::Dir {
+            vec![HostStep::Dir {
                 path: missing.clone(),
                 create: true,
                 owner: None
-            })
+            }]
         );
-        let (_, step) = spec.create().owned_by(7, 8).resolve().unwrap().unwrap();
-        assert!(step.unwrap().to_string().contains("chown 7:8"));
+        let (_, step) = spec
+            .clone()
+            .create()
+            .owned_by(7, 8)
+            .resolve()
+            .unwrap()
+            .unwrap();
+        assert!(step[0].to_string().contains("chown 7:8"));
+        // rshared and missing: made, then bound onto itself and shared, in that order.
+        let mut shared = spec.create();
+        shared.shared = true;
+        let (_, step) = shared.resolve().unwrap().unwrap();
+        assert_eq!(
+            step.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                format!("host: mkdir -p {}", missing.display()),
+                format!(
+                    "host: mount --rbind {0} {0}; mount --make-shared {0}",
+                    missing.display()
+                ),
+            ]
+        );
+        assert!(!missing.exists(), "resolving changes nothing on the host");
     }
 }

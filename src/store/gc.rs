@@ -37,6 +37,7 @@ impl Store {
                 swept.trees += 1;
             }
         }
+        self.remove_orphan_marks()?;
         self.sweep_records()?;
         self.clean_stale_staging();
         swept.partial_bytes = self.clean_unheld()?;

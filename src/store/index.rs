@@ -24,6 +24,9 @@ pub struct IndexEntry {
     pub size: u64,
     /// Seconds since the epoch when the registry last confirmed this resolution.
     pub resolved: u64,
+    /// Where a loaded image was read from (`oci-archive:/mnt/etcd.tar`); none when pulled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

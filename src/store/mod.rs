@@ -13,6 +13,7 @@
 mod blobs;
 pub mod clean;
 mod gc;
+pub mod holds;
 mod index;
 pub mod lease;
 pub mod record;
@@ -31,7 +32,7 @@ use crate::reference::Digest;
 pub use blobs::{Begin, Ingest};
 pub use gc::{Keep, Swept};
 pub use index::{Index, IndexEntry};
-pub use tree::TreeKey;
+pub use tree::{chain_ids, TreeKey};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 
@@ -122,12 +123,14 @@ impl Store {
             "blobs/sha256",
             "ingest",
             "layers",
+            "layers-self",
             "rootfs",
             "tmp",
             "leases",
             "records",
             "state",
             "state/ops",
+            "holds",
         ] {
             store.ensure_dir(&root.join(dir))?;
         }
@@ -377,10 +380,57 @@ impl Store {
         Ok(out)
     }
 
+    /// The mark `layers-self/<name>` of a layer tree `layers/<name>` keyed by its diff_id (or
+    /// blob) that this skiff found self-contained: the same whatever lies below it, so any
+    /// image may share it. Trees an older skiff made have none and are not reused: such a
+    /// layer may depend on its lowers, and its tree is then only right for the image that
+    /// made it.
+    pub fn self_mark(&self, key: &TreeKey) -> PathBuf {
+        let tree = self.tree_path(key);
+        let name = tree.file_name().unwrap_or_default();
+        self.root.join("layers-self").join(name)
+    }
+
+    /// Whether `key`'s tree is in place and, for a layer keyed by its own digest, marked
+    /// self-contained (see `self_mark`).
+    pub fn has_layer_tree(&self, key: &TreeKey) -> bool {
+        self.has_tree(&self.tree_path(key))
+            && (!matches!(key, TreeKey::Layer(_) | TreeKey::Schema1Layer(_))
+                || fs::symlink_metadata(self.self_mark(key)).is_ok_and(|m| m.is_file()))
+    }
+
+    /// Removes the marks of `self_mark` whose tree is gone (a skiff stopped between the two).
+    pub fn remove_orphan_marks(&self) -> Result<(), StoreError> {
+        let (layers, marks) = (self.root.join("layers"), self.root.join("layers-self"));
+        for name in list_names(&marks)? {
+            if !self.has_tree(&layers.join(&name)) {
+                let p = marks.join(&name);
+                fs::remove_file(&p).map_err(io_err("remove", &p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a layer tree self-contained (before it is renamed into place).
+    pub fn mark_self_contained(&self, key: &TreeKey) -> Result<(), StoreError> {
+        let p = self.self_mark(key);
+        fs::File::create(&p).map_err(io_err("create", &p))?;
+        Ok(())
+    }
+
     /// Removes a tree: renamed aside first, so it stops looking complete at once.
     pub fn remove_tree(&self, key: &TreeKey) -> Result<(), StoreError> {
         let _lock = self.lock_tree(key)?;
+        self.remove_tree_locked(key)
+    }
+
+    /// `remove_tree` for a caller that holds the tree's lock.
+    pub fn remove_tree_locked(&self, key: &TreeKey) -> Result<(), StoreError> {
         let _op = self.begin_write()?;
+        // The mark first: a tree without it is never reused, a mark without a tree means nothing.
+        if matches!(key, TreeKey::Layer(_) | TreeKey::Schema1Layer(_)) {
+            remove_if_present(&self.self_mark(key))?;
+        }
         self.discard_tree_at(&self.tree_path(key), key)?;
         // The tree first, its record after: a tree in place always has its record.
         remove_if_present(&self.record_path(key))
@@ -452,6 +502,16 @@ impl Store {
             }
         }
         Ok(freed)
+    }
+
+    /// Images `owner` keeps whatever the index says (see `holds`).
+    pub fn hold(&self, owner: &str, images: &[holds::Held]) -> Result<(), StoreError> {
+        holds::set(&self.root.join("holds"), owner, images)
+    }
+
+    /// Every held image.
+    pub fn held(&self) -> Result<Vec<holds::Held>, StoreError> {
+        holds::all(&self.root.join("holds"))
     }
 
     /// The reference index.

@@ -33,7 +33,7 @@ pub use identity::IdentityRule;
 pub use payload::{parse as parse_payload, Claim, COSIGN, SIMPLE_SIGNING};
 pub use policy::{Keys, Policy, Requirement, Scope, DEFAULT_POLICY};
 pub use registries_d::{lookaside_url, RegistriesD, Sources, DEFAULT_REGISTRIES_D};
-pub use signatures::{Attachment, Signatures};
+pub use signatures::{Attachment, Signatures, B64};
 
 use crate::reference::Reference;
 

@@ -41,10 +41,6 @@ pub enum EntryError {
     /// depends on the lower layers.
     #[error("whiteout of {0:?} below a directory that is not in this layer")]
     LowerWhiteout(String),
-    /// An entry below a directory this layer does not carry: that directory takes the
-    /// metadata the lower layers give it, so it is made once they are known.
-    #[error("{0:?} is below a directory that is not in this layer")]
-    LowerParent(String),
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -72,10 +68,25 @@ pub struct Applier<'r> {
     /// unpacked alone, and again with its lower layers only when an entry needs them.
     lower: Option<&'r [Root]>,
     dirs: Vec<(Option<InnerPath>, Meta)>,
-    /// Where in `dirs` each directory's latest metadata is (`None`: the layer root).
-    latest: std::collections::HashMap<Option<std::path::PathBuf>, usize>,
     /// Content hashes of the files written, for the tree's record.
     hashes: Hashes,
+    /// Directories made for entries below them that have no entry of their own (yet): their
+    /// metadata comes from the lower layers (see `implied`).
+    implied: std::collections::BTreeMap<std::path::PathBuf, InnerPath>,
+    /// Whether an entry reached into the lower layers: a hardlink to a path this layer does
+    /// not carry, or a whiteout whose parent it lacks. With `implied`, what makes the tree
+    /// depend on the layers below (see `TreeKey::Chain`).
+    reaches_lower: bool,
+}
+
+/// What `Applier::finish` gives back.
+pub struct Finished {
+    /// Directories the layer implies without carrying them, for `implied::decide`.
+    pub implied: Vec<InnerPath>,
+    /// Whether the tree depends on the layers below (see `TreeKey::Chain`).
+    pub depends: bool,
+    /// Content hashes of the files written, for the tree's record.
+    pub hashes: Hashes,
 }
 
 fn meta_of(m: &Member) -> Result<Meta, EntryError> {
@@ -160,8 +171,9 @@ impl<'r> Applier<'r> {
             root,
             lower,
             dirs: Vec::new(),
-            latest: std::collections::HashMap::new(),
             hashes: Hashes::new(),
+            implied: std::collections::BTreeMap::new(),
+            reaches_lower: false,
         }
     }
 
@@ -171,7 +183,7 @@ impl<'r> Applier<'r> {
         let Some(path) = InnerPath::parse(&m.path)? else {
             // "./" itself: the layer root's own metadata.
             if m.kind == Type::Dir {
-                self.push_dir(None, meta_of(m)?);
+                self.dirs.push((None, meta_of(m)?));
             }
             return Ok(());
         };
@@ -189,7 +201,8 @@ impl<'r> Applier<'r> {
                 if replaces_whiteout {
                     mark_opaque(&f)?;
                 }
-                self.push_dir(Some(path), meta);
+                self.implied.remove(&path.relative());
+                self.dirs.push((Some(path), meta));
             }
             Type::File => {
                 let mut f = at.create_file()?;
@@ -244,18 +257,15 @@ impl<'r> Applier<'r> {
         Ok(())
     }
 
-    /// The directory `path` goes in. Directories above it that this layer does not carry are
-    /// made as the lower layers have them (see `make_parents_like`).
+    /// The directory `path` goes in, with the directories above it that this layer does not
+    /// carry made (see `make_parents`).
     fn parent_of<'p>(&mut self, path: &'p InnerPath) -> Result<At<'p>, EntryError> {
         match self.root.parent(path, false) {
             Err(RootError::Sys {
                 source: nix::errno::Errno::ENOENT,
                 ..
             }) => {
-                let Some(lowers) = self.lower else {
-                    return Err(EntryError::LowerParent(path.display()));
-                };
-                self.make_parents_like(lowers, path)?;
+                self.make_parents(path)?;
                 Ok(self.root.parent(path, false)?)
             }
             other => Ok(other?),
@@ -266,7 +276,8 @@ impl<'r> Applier<'r> {
     /// every tree on one filesystem), so a flattened tree can keep the two names one inode, as
     /// applying the layers in order does; a copy where the link cannot be made. The topmost
     /// lower layer with the path decides; a whiteout there means the target does not exist.
-    fn link_from_lower(&self, target: &InnerPath, at: &At) -> Result<(), EntryError> {
+    fn link_from_lower(&mut self, target: &InnerPath, at: &At) -> Result<(), EntryError> {
+        self.reaches_lower = true;
         let not_found = || EntryError::LowerLink(target.display());
         let Some(lowers) = self.lower else {
             return Err(not_found());
@@ -345,6 +356,7 @@ impl<'r> Applier<'r> {
             }) => {
                 // The parent comes from a lower layer, if from anywhere. Creating it here
                 // would turn a lower non-directory into a directory, so ask the lower layers.
+                self.reaches_lower = true;
                 let Some(lowers) = self.lower else {
                     return Err(EntryError::LowerWhiteout(target.display()));
                 };
@@ -352,7 +364,7 @@ impl<'r> Applier<'r> {
                     // Removing a path that does not exist is a no-op (umoci, containerd).
                     return Ok(());
                 }
-                self.make_parents_like(lowers, &target)?;
+                self.make_parents(&target)?;
                 self.root.parent(&target, false)?
             }
             Err(e) => return Err(e.into()),
@@ -361,12 +373,10 @@ impl<'r> Applier<'r> {
         Ok(())
     }
 
-    /// Makes the directories above `target` that this layer lacks, each with the owner, mode,
-    /// times and xattrs of the nearest lower directory it stands over (applying the layers in
-    /// order leaves that one as it was, and the overlay takes a merged directory's metadata
-    /// from the upper tree, so a made-up 0755 root would change it); 0755 root where no lower
-    /// layer has it.
-    fn make_parents_like(&mut self, lowers: &[Root], target: &InnerPath) -> Result<(), EntryError> {
+    /// Makes the directories above `target` that this layer lacks, and notes them: each
+    /// takes the metadata of the nearest lower directory it stands over, decided once the
+    /// lower layers are known (`implied::decide`).
+    fn make_parents(&mut self, target: &InnerPath) -> Result<(), EntryError> {
         let mut chain = Vec::new();
         let mut cur = target.parent();
         while let Some(dir) = cur {
@@ -378,42 +388,17 @@ impl<'r> Applier<'r> {
             if at.kind()? == Kind::Dir {
                 continue;
             }
-            let meta = match super::lower::dir(lowers, &dir)? {
-                Some(f) => Meta::read(&f).map_err(io("reading a lower directory"))?,
-                None => self.new_dir_meta(&dir),
-            };
             at.mkdir(0o700)?;
-            self.push_dir(Some(dir), meta);
+            self.implied.insert(dir.relative(), dir);
         }
         Ok(())
     }
 
-    fn push_dir(&mut self, path: Option<InnerPath>, meta: Meta) {
-        self.latest
-            .insert(path.as_ref().map(InnerPath::relative), self.dirs.len());
-        self.dirs.push((path, meta));
-    }
-
-    /// A directory no layer has, as `mkdir` makes it when applying the layers in order (GNU
-    /// tar, umoci): 0755 root, but below a setgid directory (Debian's `/usr/local`, 2775
-    /// root:staff) setgid with that directory's group, as the kernel gives it.
-    fn new_dir_meta(&self, dir: &InnerPath) -> Meta {
-        let parent = dir.parent().map(|p| p.relative());
-        let parent_meta = self.latest.get(&parent).map(|&i| &self.dirs[i].1);
-        let (mode, gid) = match parent_meta {
-            Some(p) if p.mode & 0o2000 != 0 => (0o2755, p.gid),
-            _ => (0o755, 0),
-        };
-        Meta {
-            mode,
-            gid,
-            mtime: now(),
-            ..Meta::default()
-        }
-    }
-
-    /// Applies directory metadata, deepest first.
-    pub fn finish(mut self) -> Result<Hashes, (String, EntryError)> {
+    /// Applies directory metadata, deepest first, and gives back the directories the layer
+    /// implies without carrying them, for `implied::decide`, whether the tree depends on the
+    /// layers below (it implies directories, or an entry reached into them), and the content
+    /// hashes of the files written, for the tree's record.
+    pub fn finish(mut self) -> Result<Finished, (String, EntryError)> {
         self.dirs
             .sort_by_key(|(p, _)| std::cmp::Reverse(p.as_ref().map_or(0, |p| p.display().len())));
         for (path, meta) in &self.dirs {
@@ -430,7 +415,12 @@ impl<'r> Applier<'r> {
             meta.apply(&f)
                 .map_err(|e| (name.clone(), errno("setting directory metadata")(e)))?;
         }
-        Ok(self.hashes)
+        let depends = self.reaches_lower || !self.implied.is_empty();
+        Ok(Finished {
+            implied: self.implied.into_values().collect(),
+            depends,
+            hashes: self.hashes,
+        })
     }
 }
 
@@ -446,10 +436,4 @@ fn mark_opaque(f: &File) -> Result<(), EntryError> {
     crate::fs::root::set_xattr(f, "trusted.overlay.opaque", b"y").map_err(errno(
         "marking a directory opaque (does the store's filesystem support trusted xattrs?)",
     ))
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

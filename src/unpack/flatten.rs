@@ -77,7 +77,7 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
 }
 
 /// Owner, mode, mtime and allowed xattrs of a node in a store tree.
-pub(super) fn read_meta(path: &Path) -> io::Result<Meta> {
+fn read_meta(path: &Path) -> io::Result<Meta> {
     let m = fs::symlink_metadata(path)?;
     Ok(Meta {
         uid: m.uid(),

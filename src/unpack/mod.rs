@@ -8,8 +8,10 @@
 mod archive;
 mod entry;
 mod flatten;
+mod implied;
 mod lower;
 mod meta;
+mod staged;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -27,6 +29,7 @@ use crate::store::record::{self, Hashes};
 use crate::store::{Store, StoreError, TreeKey};
 pub use entry::EntryError;
 pub use flatten::flatten;
+use staged::unpack_layer;
 
 #[derive(Debug, Error)]
 pub enum UnpackError {
@@ -124,11 +127,12 @@ pub fn ensure_rootfs(
     image: &Image,
     storage: Storage,
 ) -> Result<Unpacked, UnpackError> {
-    let layers = ensure_layers(store, image)?;
+    let keys = ensure_layer_keys(store, image)?;
+    let layers: Vec<PathBuf> = keys.iter().map(|k| store.tree_path(k)).collect();
     Ok(match storage {
         Storage::Overlay => Unpacked {
             rootfs: Rootfs::Overlay(layers),
-            trees: image.layers.iter().map(TreeKey::of_layer).collect(),
+            trees: keys,
         },
         Storage::Flat => Unpacked {
             rootfs: Rootfs::Flat(ensure_flat(store, image, &layers)?),
@@ -155,89 +159,141 @@ fn reusable(store: &Store, key: &TreeKey, shutdown: Shutdown) -> Result<bool, Un
 
 /// Makes sure every layer of `image` is unpacked; returns their trees, bottom layer first.
 pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, UnpackError> {
-    store.clean_stale_staging();
-    let shutdown = store.shutdown()?;
-    // Layers to build, and whether each replaces a damaged tree in place.
-    let mut todo: Vec<(&Layer, bool)> = Vec::new();
-    for l in &image.layers {
-        let key = TreeKey::of_layer(l);
-        if todo.iter().any(|(t, _)| TreeKey::of_layer(t) == key) {
-            continue;
-        }
-        if !store.has_complete_tree(&key) {
-            todo.push((l, false));
-        } else if !reusable(store, &key, shutdown)? {
-            todo.push((l, true));
-        }
-    }
-    build_layers(store, image, &todo)?;
-    Ok(image
-        .layers
+    Ok(ensure_layer_keys(store, image)?
         .iter()
-        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
+        .map(|k| store.tree_path(k))
         .collect())
 }
 
-/// Rebuilds the given layers of `image` from their blobs (which must be in the store), each
-/// replacing its tree in one rename: what `verify --repair` does with a damaged tree.
-pub fn rebuild_layers(store: &Store, image: &Image, keys: &[TreeKey]) -> Result<(), UnpackError> {
-    let mut todo: Vec<(&Layer, bool)> = Vec::new();
-    for l in &image.layers {
-        let key = TreeKey::of_layer(l);
-        if keys.contains(&key) && !todo.iter().any(|(t, _)| TreeKey::of_layer(t) == key) {
-            todo.push((l, true));
+/// `ensure_layers`, giving the trees' keys: each layer's own where it is self-contained, its
+/// stack's (`TreeKey::Chain`) where its tree depends on the layers below (see `staged`).
+/// After an unclean shutdown, each tree found is quick-checked against its record first (the
+/// keys this image actually uses), and one that fails is rebuilt in place.
+pub fn ensure_layer_keys(store: &Store, image: &Image) -> Result<Vec<TreeKey>, UnpackError> {
+    store.clean_stale_staging();
+    let shutdown = store.shutdown()?;
+    let chains = crate::store::chain_ids(&image.layers);
+    let mut todo: Vec<usize> = Vec::new();
+    let mut damaged: Vec<TreeKey> = Vec::new();
+    for (i, l) in image.layers.iter().enumerate() {
+        match staged::find_complete(store, l, &chains[i]) {
+            None => todo.push(i),
+            Some(key) => {
+                if !damaged.contains(&key) && !reusable(store, &key, shutdown)? {
+                    damaged.push(key);
+                }
+            }
         }
     }
-    build_layers(store, image, &todo)
+    // Layers are independent until mounted, except for a hardlink into a lower layer or a
+    // whiteout below a directory the layer lacks (rare): such a layer is unpacked again after
+    // the others, with them to look at. A layer that implies directories it does not carry
+    // waits, staged, for its lowers to decide just those (see `implied`). The bottom layer
+    // has nothing below it, which is known at once.
+    let deferred = std::sync::Mutex::new(Vec::new());
+    let waiting = std::sync::Mutex::new(Vec::new());
+    crate::parallel::for_each(&todo, crate::parallel::cores(), |&i| {
+        let l = &image.layers[i];
+        let lower: Option<&[PathBuf]> = (i == 0).then_some(&[]);
+        match unpack_layer(store, l, &chains[i], lower) {
+            Ok(Some(staged)) => {
+                waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, staged));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(UnpackError::Entry {
+                source: EntryError::LowerLink(_) | EntryError::LowerWhiteout(_),
+                ..
+            }) => {
+                deferred.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    })?;
+    let deferred = deferred.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut waiting = waiting.into_inner().unwrap_or_else(|p| p.into_inner());
+    // Bottom up, so each layer's lowers are final (and their keys known) when it looks at them.
+    let mut keys: Vec<TreeKey> = Vec::with_capacity(image.layers.len());
+    let mut trees: Vec<PathBuf> = Vec::with_capacity(image.layers.len());
+    for (i, l) in image.layers.iter().enumerate() {
+        let lower: Vec<PathBuf> = trees.iter().rev().cloned().collect();
+        if deferred.contains(&i) {
+            // With the lowers given, nothing is left waiting.
+            if let Some(staged) = unpack_layer(store, l, &chains[i], Some(&lower))? {
+                staged.decide(&lower)?;
+            }
+        } else if let Some(at) = waiting.iter().position(|(k, _)| *k == i) {
+            waiting.swap_remove(at).1.decide(&lower)?;
+        }
+        let key = found(store, l, &chains[i])?;
+        if let Some(at) = damaged.iter().position(|k| *k == key) {
+            staged::rebuild_layer(store, l, &key, &lower)?;
+            damaged.swap_remove(at);
+        }
+        trees.push(store.tree_path(&key));
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+fn found(store: &Store, l: &Layer, chain: &Digest) -> Result<TreeKey, UnpackError> {
+    staged::find_complete(store, l, chain).ok_or_else(|| {
+        io_err(
+            l,
+            "finding its unpacked tree (removed while this image was unpacked?)",
+            io::Error::from(io::ErrorKind::NotFound),
+        )
+    })
+}
+
+/// The tree key each layer of `image` has in the store now (`None` where it has none): its
+/// own where marked self-contained, its stack's ChainID's otherwise, as `ensure_layer_keys`
+/// resolves them.
+pub fn layer_keys(store: &Store, image: &Image) -> Vec<Option<TreeKey>> {
+    let chains = crate::store::chain_ids(&image.layers);
+    image
+        .layers
+        .iter()
+        .zip(&chains)
+        .map(|(l, c)| staged::find(store, l, c))
+        .collect()
+}
+
+/// Rebuilds the given layer trees of `image` from their blobs (which must be in the store),
+/// bottom up, each with the lower trees below it and replacing its tree in one rename: what
+/// `verify --repair` does with a damaged tree. A layer with no tree is unpacked afresh.
+pub fn rebuild_layers(store: &Store, image: &Image, keys: &[TreeKey]) -> Result<(), UnpackError> {
+    let chains = crate::store::chain_ids(&image.layers);
+    let mut done: Vec<TreeKey> = Vec::new();
+    let mut trees: Vec<PathBuf> = Vec::with_capacity(image.layers.len());
+    for (i, l) in image.layers.iter().enumerate() {
+        let lower: Vec<PathBuf> = trees.iter().rev().cloned().collect();
+        let key = match staged::find(store, l, &chains[i]) {
+            Some(key) => key,
+            None => {
+                if let Some(staged) = unpack_layer(store, l, &chains[i], Some(&lower))? {
+                    staged.decide(&lower)?;
+                }
+                found(store, l, &chains[i])?
+            }
+        };
+        if keys.contains(&key) && !done.contains(&key) {
+            staged::rebuild_layer(store, l, &key, &lower)?;
+            done.push(key.clone());
+        }
+        trees.push(store.tree_path(&key));
+    }
+    Ok(())
 }
 
 /// Rebuilds the flat rootfs of `image` from its layer trees, replacing the one in place.
 pub fn rebuild_flat(store: &Store, image: &Image) -> Result<(), UnpackError> {
-    let layers: Vec<PathBuf> = image
-        .layers
-        .iter()
-        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
-        .collect();
+    let layers = ensure_layers(store, image)?;
     build_flat(store, image, &layers, true).map(drop)
-}
-
-fn build_layers(store: &Store, image: &Image, todo: &[(&Layer, bool)]) -> Result<(), UnpackError> {
-    // Layers are independent until mounted, except for a hardlink into a lower layer, or a
-    // whiteout or an entry below a directory the layer lacks (which takes the lower one's
-    // metadata): such a layer is unpacked again after the others, with them to look at. The
-    // bottom layer has nothing below it, which is known at once.
-    let deferred = std::sync::Mutex::new(Vec::new());
-    let bottom = image.layers.first().map(TreeKey::of_layer);
-    crate::parallel::for_each(todo, crate::parallel::cores(), |(l, replace)| {
-        let lower: Option<&[PathBuf]> = (bottom == Some(TreeKey::of_layer(l))).then_some(&[]);
-        match unpack_layer(store, l, lower, *replace) {
-            Err(UnpackError::Entry {
-                source:
-                    EntryError::LowerLink(_) | EntryError::LowerWhiteout(_) | EntryError::LowerParent(_),
-                ..
-            }) => {
-                deferred
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((TreeKey::of_layer(l), *replace));
-                Ok(())
-            }
-            other => other,
-        }
-    })?;
-    let deferred = deferred.into_inner().unwrap_or_else(|p| p.into_inner());
-    let trees: Vec<PathBuf> = image
-        .layers
-        .iter()
-        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
-        .collect();
-    for (i, l) in image.layers.iter().enumerate() {
-        if let Some((_, replace)) = deferred.iter().find(|(k, _)| *k == TreeKey::of_layer(l)) {
-            let lower: Vec<PathBuf> = trees[..i].iter().rev().cloned().collect();
-            unpack_layer(store, l, Some(&lower), *replace)?;
-        }
-    }
-    Ok(())
 }
 
 /// Builds the tree `key` names once, whoever asks: under its lock, in a fresh staging
@@ -304,24 +360,6 @@ fn build_tree(
         }
     }
     result.map(|()| dest)
-}
-
-/// Unpacks one layer into its tree, atomically.
-fn unpack_layer(
-    store: &Store,
-    layer: &Layer,
-    lower: Option<&[PathBuf]>,
-    replace: bool,
-) -> Result<(), UnpackError> {
-    let key = TreeKey::of_layer(layer);
-    build_tree(
-        store,
-        &key,
-        &format!("layer-{}", key.lock_name()),
-        replace,
-        |staging| extract(store, layer, lower, staging),
-    )
-    .map(drop)
 }
 
 /// How a rootfs is served: an overlay of the shared layer trees, or one flattened copy (for
@@ -404,11 +442,8 @@ pub fn unpack_into(store: &Store, image: &Image, dir: &Path) -> Result<(), Unpac
         }
         Err(e) => return Err(dir_err("reading", e)),
     }
-    let layers: Vec<PathBuf> = image
-        .layers
-        .iter()
-        .map(|l| store.tree_path(&TreeKey::of_layer(l)))
-        .collect();
+    // The trees are in place after a pull; this finds which key each is under.
+    let layers = ensure_layers(store, image)?;
     flatten(&layers, dir)
 }
 
@@ -442,13 +477,15 @@ pub fn apply_tar<R: Read>(stream: R, dir: &Path) -> Result<Digest, UnpackError> 
 }
 
 /// Every entry of one tar stream, then the directories' metadata. `lower` is `None` while
-/// the lower layers are not known (see `ensure_layers`).
+/// the lower layers are not known (see `ensure_layers`): the directories the layer implies
+/// are then given back, to be decided with them. Also says whether the tree depends on the
+/// layers below (see `entry::Applier::finish`).
 fn apply_entries<R: Read>(
     root: &Root,
     lower: Option<&[Root]>,
     stream: R,
     layer: &Digest,
-) -> Result<Hashes, UnpackError> {
+) -> Result<entry::Finished, UnpackError> {
     let mut applier = entry::Applier::new(root, lower);
     let mut archive = archive::Archive::new(stream);
     let read_err = |source| UnpackError::Archive {
@@ -464,22 +501,28 @@ fn apply_entries<R: Read>(
                 source,
             })?;
     }
-    applier
-        .finish()
-        .map_err(|(entry, source)| UnpackError::Entry {
-            layer: layer.clone(),
-            entry,
-            source,
-        })
+    let entry_err = |(entry, source)| UnpackError::Entry {
+        layer: layer.clone(),
+        entry,
+        source,
+    };
+    let mut finished = applier.finish().map_err(entry_err)?;
+    if let Some(lowers) = lower {
+        implied::decide(root, lowers, &finished.implied).map_err(entry_err)?;
+        finished.implied = Vec::new();
+    }
+    Ok(finished)
 }
 
 /// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
+/// Returns the directories still to decide and whether the tree depends on its lowers (see
+/// `apply_entries`).
 fn extract(
     store: &Store,
     layer: &Layer,
     lower: Option<&[PathBuf]>,
     dir: &Path,
-) -> Result<Hashes, UnpackError> {
+) -> Result<entry::Finished, UnpackError> {
     let blob = store.open_blob(&layer.blob.digest)?;
     let stream =
         decompressor(layer, blob).map_err(|e| io_err(layer, "starting decompression", e))?;
@@ -495,7 +538,7 @@ fn extract(
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
-    let hashes = apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
+    let found = apply_entries(&root, lower.as_deref(), &mut hashed, &layer.blob.digest)?;
     // The diff_id covers the whole stream, including the end-of-archive blocks and padding.
     io::copy(&mut hashed, &mut io::sink())
         .map_err(|e| io_err(layer, "reading the end of the stream", e))?;
@@ -506,7 +549,7 @@ fn extract(
             expected: expected.clone(),
             actual,
         }),
-        _ => Ok(hashes),
+        _ => Ok(found),
     }
 }
 

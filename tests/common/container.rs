@@ -102,6 +102,20 @@ impl Container {
     /// Boots with extra systemd-nspawn options (`--bind=…`).
     pub fn boot_with(root: &Path, log: &Path, extra: &[String]) -> Container {
         clean_cgroups();
+        Self::spawn(root, log, extra)
+    }
+
+    /// Several containers up at once (fleet tests): the cgroup cleanup runs once, before the
+    /// first, since a later one would remove the empty cgroups of those already running.
+    pub fn boot_many(hosts: &[(&Path, &Path)]) -> Vec<Container> {
+        clean_cgroups();
+        hosts
+            .iter()
+            .map(|(root, log)| Self::spawn(root, log, &[]))
+            .collect()
+    }
+
+    fn spawn(root: &Path, log: &Path, extra: &[String]) -> Container {
         let nspawn = Command::new("systemd-nspawn")
             .args(["--register=no", "--keep-unit", "-b", "--console=passive"])
             .args(extra)

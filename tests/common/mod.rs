@@ -2,12 +2,14 @@
 //! the skiff binary.
 #![allow(dead_code)]
 
+pub mod arm64;
 pub mod container;
 pub mod image;
 pub mod pki;
 pub mod proxy;
 pub mod registry;
 pub mod sign;
+pub mod sysext;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -118,7 +120,7 @@ impl Env {
         self.skiff_cmd_via(ip, args)
     }
 
-    fn skiff_cmd_via(&self, mut c: Command, args: &[&str]) -> Command {
+    pub fn skiff_cmd_via(&self, mut c: Command, args: &[&str]) -> Command {
         c.arg("--root").arg(&self.root).args(args);
         // The host's /etc/containers/policy.json is not the test's: every test runs under an
         // accept-all policy of its own unless it passes --policy.
