@@ -10,8 +10,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The tree of a bottom layer: `layers/<diff_id>` where it is self-contained, else under its
+/// ChainID, which for the bottom layer is its diff_id (`layers/chain-<diff_id>`).
 fn layer_tree(env: &Env, layer: &[u8]) -> PathBuf {
-    env.root.join("layers").join(&sha(layer)[7..])
+    let hex = &sha(layer)[7..];
+    let own = env.root.join("layers").join(hex);
+    if env.root.join("layers-self").join(hex).exists() {
+        own
+    } else {
+        env.root.join("layers").join(format!("chain-{hex}"))
+    }
 }
 
 #[track_caller]
@@ -111,7 +119,8 @@ fn each_kind_of_tree_damage_is_found_and_repaired_from_the_blob_offline() {
         assert_eq!(mode, 0o755, "{name}");
     }
     // A damaged record is told apart from a damaged tree, and rebuilt with it.
-    let rec = env.root.join("records").join(&sha(&layers[0])[7..]);
+    // Named as its tree is (`<diff_id>` or `chain-<ChainID>`).
+    let rec = env.root.join("records").join(tree.file_name().unwrap());
     let mut bytes = std::fs::read(&rec).unwrap();
     let n = bytes.len();
     bytes.truncate(n / 2);
