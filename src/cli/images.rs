@@ -167,35 +167,3 @@ pub fn gc(store: &Store) -> Result<()> {
     );
     Ok(())
 }
-
-/// Re-hashes every blob; reports damage and, with `repair`, drops the damaged blobs.
-pub fn verify(store: &Store, repair: bool) -> Result<()> {
-    let mut damaged = Vec::new();
-    let blobs = store.list_blobs()?;
-    for d in &blobs {
-        if !store.check_blob(d)? {
-            println!("damaged: {d}");
-            damaged.push(d.clone());
-        }
-    }
-    if damaged.is_empty() {
-        println!("{} blobs verified", blobs.len());
-        return Ok(());
-    }
-    if repair {
-        for d in &damaged {
-            store.remove_blob(d)?;
-        }
-        println!(
-            "removed {} damaged blobs; pull again to fetch them",
-            damaged.len()
-        );
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "{} of {} blobs are damaged; run `skiff verify --repair`, then pull again",
-            damaged.len(),
-            blobs.len()
-        )
-    }
-}

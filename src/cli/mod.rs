@@ -6,6 +6,7 @@ mod load;
 mod progress;
 mod run;
 mod update;
+mod verify;
 
 pub use run::RunArgs;
 
@@ -197,11 +198,15 @@ pub enum Command {
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         format: String,
     },
-    /// Re-check every blob in the store against its digest.
+    /// Re-check every blob against its digest and every unpacked tree against its record.
     Verify {
-        /// Drop damaged blobs (a later pull fetches them again).
+        /// Rebuild damaged trees from their blobs (no network); drop damaged blobs and fetch
+        /// damaged layer blobs again.
         #[arg(long)]
         repair: bool,
+        /// Trees' metadata and sizes only: no content is read.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -359,7 +364,9 @@ pub fn run(cli: Cli) -> Result<()> {
             grace,
             format,
         } => update::rollback(&cli, unit, *grace, format),
-        Command::Verify { repair } => images::verify(&open_store(&cli)?, *repair),
+        Command::Verify { repair, quick } => {
+            verify::verify(&cli, &open_store(&cli)?, *quick, *repair)
+        }
         Command::Load(args) => load::load(&cli, args),
         Command::Save(args) => load::save(&cli, args),
     }

@@ -554,6 +554,18 @@ fn is_unreachable(e: &PullError) -> bool {
     matches!(e, PullError::Registry(e) if e.is_unreachable())
 }
 
+/// Fetches the layer blobs of a stored image that the store lacks (`verify --repair` dropped
+/// them as damaged), from the image's own repository, each verified as it streams in.
+pub fn refetch_layers(
+    store: &Store,
+    client: &Client,
+    r: &Reference,
+    image: &Image,
+    progress: &dyn Progress,
+) -> Result<(), PullError> {
+    fetch_layers(store, client, r, image, 4, progress)
+}
+
 /// An image from the store alone, with every layer blob present: what `never` runs and what
 /// `missing`/`newer` fall back to.
 fn load_complete(

@@ -253,9 +253,12 @@ impl Ingest {
             self.discard();
             return Err(e);
         }
-        self.file
-            .sync_all()
-            .map_err(io_err("fsync", &self.partial))?;
+        // A failed fsync is final: the kernel may have dropped the pages it could not write,
+        // so the partial's bytes (read back on a resume) are no longer known; start over.
+        if let Err(e) = self.file.sync_all() {
+            self.discard();
+            return Err(io_err("fsync", &self.partial)(e));
+        }
         fs::rename(&self.partial, &self.blob).map_err(io_err("rename into place", &self.blob))?;
         let dir = self.blob.parent().unwrap_or(&self.blob);
         sync_dir(dir)

@@ -38,6 +38,7 @@ impl Store {
             }
         }
         self.remove_orphan_marks()?;
+        self.sweep_records()?;
         self.clean_stale_staging();
         swept.partial_bytes = self.clean_unheld()?;
         Ok(swept)

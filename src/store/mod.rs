@@ -6,12 +6,17 @@
 //! - `index.json` (+ `index.lock`): references → manifest digests, with when they were resolved
 //! - `layers/`, `tmp/`: unpacked layers and their staging area (see `unpack`)
 //! - `signatures/sha256/<hex>`: the verified signatures of a manifest, re-checked at every start
+//! - `records/<tree>`: what each tree held when it was committed (see `record`); a tree without
+//!   its record is not complete
+//! - `state/`: whether the last shutdown was clean (see `clean`)
 
 mod blobs;
+pub mod clean;
 mod gc;
 pub mod holds;
 mod index;
 pub mod lease;
+pub mod record;
 mod signatures;
 mod tree;
 
@@ -122,6 +127,9 @@ impl Store {
             "rootfs",
             "tmp",
             "leases",
+            "records",
+            "state",
+            "state/ops",
             "holds",
         ] {
             store.ensure_dir(&root.join(dir))?;
@@ -160,6 +168,102 @@ impl Store {
     /// Where a tree lives.
     pub fn tree_path(&self, key: &TreeKey) -> PathBuf {
         key.path(&self.root)
+    }
+
+    /// Where a tree's record lives.
+    pub fn record_path(&self, key: &TreeKey) -> PathBuf {
+        self.root.join("records").join(key.lock_name())
+    }
+
+    /// Whether a tree is complete: in place, and its record beside it.
+    pub fn has_complete_tree(&self, key: &TreeKey) -> bool {
+        self.has_tree(&self.tree_path(key))
+            && fs::symlink_metadata(self.record_path(key)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Writes a tree's record durably; done before the tree is renamed into place.
+    pub fn put_record(&self, key: &TreeKey, record: &record::Record) -> Result<(), StoreError> {
+        write_atomic(
+            &self.root.join("records"),
+            &key.lock_name(),
+            &record.to_bytes(),
+        )
+    }
+
+    /// A tree's record: `None` when there is none, an error inside when it is damaged.
+    pub fn read_record(
+        &self,
+        key: &TreeKey,
+    ) -> Result<Option<Result<record::Record, record::RecordError>>, StoreError> {
+        record::Record::read(&self.record_path(key))
+    }
+
+    /// How the tree `key` differs from its record (empty: it matches). `quick` compares
+    /// metadata and sizes only. A tree that is missing, or has no readable record, is damaged.
+    pub fn check_tree(&self, key: &TreeKey, quick: bool) -> Result<Vec<String>, StoreError> {
+        let path = self.tree_path(key);
+        if !self.has_tree(&path) {
+            return Ok(vec!["the tree is missing".into()]);
+        }
+        let rec = match self.read_record(key)? {
+            None => {
+                return Ok(vec![
+                    "the tree has no record (it was never completed)".into()
+                ])
+            }
+            Some(Err(e)) => return Ok(vec![format!("its record is damaged: {e}")]),
+            Some(Ok(r)) => r,
+        };
+        let empty = record::Hashes::new();
+        let depth = if quick {
+            record::Depth::Quick
+        } else {
+            record::Depth::Content(&empty)
+        };
+        let tree = record::walk(&path, depth).map_err(io_err("read the tree", &path))?;
+        Ok(record::compare(&rec, &tree, quick, 20))
+    }
+
+    /// Moves aside a tree left without its record (a build a power cut or an older skiff
+    /// left), so it is built afresh. Call with the tree's lock held.
+    pub fn clear_incomplete(&self, key: &TreeKey) -> Result<(), StoreError> {
+        let path = self.tree_path(key);
+        if self.has_tree(&path) && !self.has_complete_tree(key) {
+            tracing::info!(tree = %key, "rebuilding a tree that has no record");
+            self.discard_tree_at(&path, key)?;
+        }
+        Ok(())
+    }
+
+    fn discard_tree_at(&self, path: &Path, key: &TreeKey) -> Result<(), StoreError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let aside =
+            self.tmp_dir()
+                .join(format!("gc-{}.{}.{n}", key.lock_name(), std::process::id()));
+        fs::rename(path, &aside).map_err(io_err("rename aside", path))?;
+        crate::fs::root::remove_dir_all(&aside).map_err(|e| StoreError::Io {
+            op: "remove",
+            path: aside.clone(),
+            source: io::Error::other(e.to_string()),
+        })
+    }
+
+    /// Swaps a finished staging tree with the tree in place, in one rename (`RENAME_EXCHANGE`),
+    /// so a reader or a power cut sees the old tree or the new one, never neither or half;
+    /// then removes the old one. With no tree in place it is an ordinary commit.
+    pub fn replace_tree(&self, staging: &Path, key: &TreeKey) -> Result<(), StoreError> {
+        let dest = self.tree_path(key);
+        if !self.has_tree(&dest) {
+            return self.commit_staged(staging, &dest);
+        }
+        exchange(staging, &dest)?;
+        sync_dir(dest.parent().unwrap_or(&self.root))?;
+        crate::fs::root::remove_dir_all(staging).map_err(|e| StoreError::Io {
+            op: "remove",
+            path: staging.to_path_buf(),
+            source: io::Error::other(e.to_string()),
+        })
     }
 
     /// Serialises the building (and removal) of one tree between processes.
@@ -322,25 +426,34 @@ impl Store {
 
     /// `remove_tree` for a caller that holds the tree's lock.
     pub fn remove_tree_locked(&self, key: &TreeKey) -> Result<(), StoreError> {
+        let _op = self.begin_write()?;
         // The mark first: a tree without it is never reused, a mark without a tree means nothing.
         if matches!(key, TreeKey::Layer(_) | TreeKey::Schema1Layer(_)) {
-            let mark = self.self_mark(key);
-            if let Err(e) = fs::remove_file(&mark) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    return Err(io_err("remove", &mark)(e));
-                }
+            remove_if_present(&self.self_mark(key))?;
+        }
+        self.discard_tree_at(&self.tree_path(key), key)?;
+        // The tree first, its record after: a tree in place always has its record.
+        remove_if_present(&self.record_path(key))
+    }
+
+    /// Removes records whose tree is gone (a cut between writing a record and renaming its
+    /// tree, or between removing a tree and its record).
+    pub fn sweep_records(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for name in list_names(&self.root.join("records"))? {
+            let key = if let Some(hex) = name.strip_prefix("flat-") {
+                TreeKey::from_flat_dir(hex)
+            } else {
+                TreeKey::from_layer_dir(&name)
+            };
+            let Some(key) = key else { continue };
+            let _lock = self.lock_tree(&key)?;
+            if !self.has_tree(&self.tree_path(&key)) {
+                remove_if_present(&self.record_path(&key))?;
+                n += 1;
             }
         }
-        let src = self.tree_path(key);
-        let aside = self
-            .tmp_dir()
-            .join(format!("gc-{}.{}.0", key.lock_name(), std::process::id()));
-        fs::rename(&src, &aside).map_err(io_err("rename aside", &src))?;
-        crate::fs::root::remove_dir_all(&aside).map_err(|e| StoreError::Io {
-            op: "remove",
-            path: aside.clone(),
-            source: io::Error::other(e.to_string()),
-        })
+        Ok(n)
     }
 
     /// Trees that a running payload uses, from the leases `run` leaves (see `lease`).
@@ -496,11 +609,40 @@ pub(crate) fn write_replace(
         .map_err(io_err("create", &tmp))?;
     f.write_all(bytes).map_err(io_err("write", &tmp))?;
     if durable {
-        f.sync_all().map_err(io_err("fsync", &tmp))?;
+        if let Err(e) = f.sync_all() {
+            // Never retried: what the kernel failed to write is not known to be anywhere.
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("fsync", &tmp)(e));
+        }
     }
     fs::rename(&tmp, &dest).map_err(io_err("rename into place", &dest))?;
     if durable {
         sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// `renameat2(RENAME_EXCHANGE)`: both names stay, their contents swapped atomically.
+fn exchange(a: &Path, b: &Path) -> Result<(), StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    const RENAME_EXCHANGE: libc::c_uint = 2;
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())
+        .map_err(|e| io_err("rename", a)(io::Error::other(e)))?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())
+        .map_err(|e| io_err("rename", b)(io::Error::other(e)))?;
+    // SAFETY: two NUL-terminated paths; the raw syscall because libc's wrapper is glibc-only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            RENAME_EXCHANGE,
+        )
+    };
+    if r != 0 {
+        return Err(io_err("exchange with", b)(io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use nix::sys::stat::SFlag;
 use super::archive::{Kind as Type, Member};
 use super::meta::{allowed_xattr, Meta};
 use crate::fs::root::{At, InnerPath, Kind, Root, RootError};
+use crate::store::record::Hashes;
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -67,6 +68,8 @@ pub struct Applier<'r> {
     /// unpacked alone, and again with its lower layers only when an entry needs them.
     lower: Option<&'r [Root]>,
     dirs: Vec<(Option<InnerPath>, Meta)>,
+    /// Content hashes of the files written, for the tree's record.
+    hashes: Hashes,
     /// Directories made for entries below them that have no entry of their own (yet): their
     /// metadata comes from the lower layers (see `implied`).
     implied: std::collections::BTreeMap<std::path::PathBuf, InnerPath>,
@@ -74,6 +77,16 @@ pub struct Applier<'r> {
     /// not carry, or a whiteout whose parent it lacks. With `implied`, what makes the tree
     /// depend on the layers below (see `TreeKey::Chain`).
     reaches_lower: bool,
+}
+
+/// What `Applier::finish` gives back.
+pub struct Finished {
+    /// Directories the layer implies without carrying them, for `implied::decide`.
+    pub implied: Vec<InnerPath>,
+    /// Whether the tree depends on the layers below (see `TreeKey::Chain`).
+    pub depends: bool,
+    /// Content hashes of the files written, for the tree's record.
+    pub hashes: Hashes,
 }
 
 fn meta_of(m: &Member) -> Result<Meta, EntryError> {
@@ -103,11 +116,37 @@ fn meta_of(m: &Member) -> Result<Meta, EntryError> {
     })
 }
 
+/// Hashes what is written through it: a file's content, for the tree's record.
+struct HashWrite<'f> {
+    file: &'f mut File,
+    hasher: sha2::Sha256,
+}
+
+impl io::Write for HashWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Writes a file's contents: plain, or a sparse file's regions with holes between them.
-fn write_contents(m: &Member, data: &mut impl Read, f: &mut File) -> Result<(), EntryError> {
+/// Returns the content's sha256 for a plain file (a sparse one is hashed when recorded).
+fn write_contents(
+    m: &Member,
+    data: &mut impl Read,
+    f: &mut File,
+) -> Result<Option<[u8; 32]>, EntryError> {
     let Some((_, regions)) = &m.sparse else {
-        io::copy(data, f).map_err(io("writing file contents"))?;
-        return Ok(());
+        let mut w = HashWrite {
+            file: f,
+            hasher: sha2::Digest::new(),
+        };
+        io::copy(data, &mut w).map_err(io("writing file contents"))?;
+        return Ok(Some(sha2::Digest::finalize(w.hasher).into()));
     };
     for r in regions {
         f.seek(SeekFrom::Start(r.offset))
@@ -122,7 +161,8 @@ fn write_contents(m: &Member, data: &mut impl Read, f: &mut File) -> Result<(), 
     }
     // The tail after the last region is a hole too.
     f.set_len(m.size)
-        .map_err(io("setting a sparse file's size"))
+        .map_err(io("setting a sparse file's size"))?;
+    Ok(None)
 }
 
 impl<'r> Applier<'r> {
@@ -131,6 +171,7 @@ impl<'r> Applier<'r> {
             root,
             lower,
             dirs: Vec::new(),
+            hashes: Hashes::new(),
             implied: std::collections::BTreeMap::new(),
             reaches_lower: false,
         }
@@ -165,7 +206,12 @@ impl<'r> Applier<'r> {
             }
             Type::File => {
                 let mut f = at.create_file()?;
-                write_contents(m, data, &mut f)?;
+                let hash = write_contents(m, data, &mut f)?;
+                let st = nix::sys::stat::fstat(&f).map_err(errno("reading a written file"))?;
+                match hash {
+                    Some(h) => self.hashes.insert((st.st_dev, st.st_ino), h),
+                    None => self.hashes.remove(&(st.st_dev, st.st_ino)),
+                };
                 meta.apply(&f)
                     .map_err(errno("setting owner, mode, xattrs or times"))?;
             }
@@ -349,9 +395,10 @@ impl<'r> Applier<'r> {
     }
 
     /// Applies directory metadata, deepest first, and gives back the directories the layer
-    /// implies without carrying them, for `implied::decide`, and whether the tree depends on
-    /// the layers below (it implies directories, or an entry reached into them).
-    pub fn finish(mut self) -> Result<(Vec<InnerPath>, bool), (String, EntryError)> {
+    /// implies without carrying them, for `implied::decide`, whether the tree depends on the
+    /// layers below (it implies directories, or an entry reached into them), and the content
+    /// hashes of the files written, for the tree's record.
+    pub fn finish(mut self) -> Result<Finished, (String, EntryError)> {
         self.dirs
             .sort_by_key(|(p, _)| std::cmp::Reverse(p.as_ref().map_or(0, |p| p.display().len())));
         for (path, meta) in &self.dirs {
@@ -369,7 +416,11 @@ impl<'r> Applier<'r> {
                 .map_err(|e| (name.clone(), errno("setting directory metadata")(e)))?;
         }
         let depends = self.reaches_lower || !self.implied.is_empty();
-        Ok((self.implied.into_values().collect(), depends))
+        Ok(Finished {
+            implied: self.implied.into_values().collect(),
+            depends,
+            hashes: self.hashes,
+        })
     }
 }
 

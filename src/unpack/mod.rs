@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::fs::root::{InnerPath, Root, RootError};
+use crate::fs::root::{Root, RootError};
 use crate::manifest::Image;
 use crate::manifest::{Compression, Layer};
 use crate::reference::Digest;
+use crate::store::clean::Shutdown;
+use crate::store::record::{self, Hashes};
 use crate::store::{Store, StoreError, TreeKey};
 pub use entry::EntryError;
 pub use flatten::flatten;
@@ -139,6 +141,22 @@ pub fn ensure_rootfs(
     })
 }
 
+/// Whether an existing, complete tree may be used as it is: always after a clean shutdown;
+/// after an unclean one, once it passed a quick check against its record. A tree that fails
+/// is rebuilt from its blob, never reused.
+fn reusable(store: &Store, key: &TreeKey, shutdown: Shutdown) -> Result<bool, UnpackError> {
+    if shutdown == Shutdown::Clean || store.was_checked(key) {
+        return Ok(true);
+    }
+    let problems = store.check_tree(key, true)?;
+    if problems.is_empty() {
+        store.note_checked(key);
+        return Ok(true);
+    }
+    tracing::warn!(tree = %key, problem = %problems[0], problems = problems.len(), "a tree does not match its record after an unclean shutdown; rebuilding it from its blob");
+    Ok(false)
+}
+
 /// Makes sure every layer of `image` is unpacked; returns their trees, bottom layer first.
 pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, UnpackError> {
     Ok(ensure_layer_keys(store, image)?
@@ -149,12 +167,24 @@ pub fn ensure_layers(store: &Store, image: &Image) -> Result<Vec<PathBuf>, Unpac
 
 /// `ensure_layers`, giving the trees' keys: each layer's own where it is self-contained, its
 /// stack's (`TreeKey::Chain`) where its tree depends on the layers below (see `staged`).
+/// After an unclean shutdown, each tree found is quick-checked against its record first (the
+/// keys this image actually uses), and one that fails is rebuilt in place.
 pub fn ensure_layer_keys(store: &Store, image: &Image) -> Result<Vec<TreeKey>, UnpackError> {
     store.clean_stale_staging();
+    let shutdown = store.shutdown()?;
     let chains = crate::store::chain_ids(&image.layers);
-    let todo: Vec<usize> = (0..image.layers.len())
-        .filter(|&i| staged::find(store, &image.layers[i], &chains[i]).is_none())
-        .collect();
+    let mut todo: Vec<usize> = Vec::new();
+    let mut damaged: Vec<TreeKey> = Vec::new();
+    for (i, l) in image.layers.iter().enumerate() {
+        match staged::find_complete(store, l, &chains[i]) {
+            None => todo.push(i),
+            Some(key) => {
+                if !damaged.contains(&key) && !reusable(store, &key, shutdown)? {
+                    damaged.push(key);
+                }
+            }
+        }
+    }
     // Layers are independent until mounted, except for a hardlink into a lower layer or a
     // whiteout below a directory the layer lacks (rare): such a layer is unpacked again after
     // the others, with them to look at. A layer that implies directories it does not carry
@@ -199,40 +229,132 @@ pub fn ensure_layer_keys(store: &Store, image: &Image) -> Result<Vec<TreeKey>, U
         } else if let Some(at) = waiting.iter().position(|(k, _)| *k == i) {
             waiting.swap_remove(at).1.decide(&lower)?;
         }
-        let key = staged::find(store, l, &chains[i]).ok_or_else(|| {
-            io_err(
-                l,
-                "finding its unpacked tree (removed while this image was unpacked?)",
-                io::Error::from(io::ErrorKind::NotFound),
-            )
-        })?;
+        let key = found(store, l, &chains[i])?;
+        if let Some(at) = damaged.iter().position(|k| *k == key) {
+            staged::rebuild_layer(store, l, &key, &lower)?;
+            damaged.swap_remove(at);
+        }
         trees.push(store.tree_path(&key));
         keys.push(key);
     }
     Ok(keys)
 }
 
+fn found(store: &Store, l: &Layer, chain: &Digest) -> Result<TreeKey, UnpackError> {
+    staged::find_complete(store, l, chain).ok_or_else(|| {
+        io_err(
+            l,
+            "finding its unpacked tree (removed while this image was unpacked?)",
+            io::Error::from(io::ErrorKind::NotFound),
+        )
+    })
+}
+
+/// The tree key each layer of `image` has in the store now (`None` where it has none): its
+/// own where marked self-contained, its stack's ChainID's otherwise, as `ensure_layer_keys`
+/// resolves them.
+pub fn layer_keys(store: &Store, image: &Image) -> Vec<Option<TreeKey>> {
+    let chains = crate::store::chain_ids(&image.layers);
+    image
+        .layers
+        .iter()
+        .zip(&chains)
+        .map(|(l, c)| staged::find(store, l, c))
+        .collect()
+}
+
+/// Rebuilds the given layer trees of `image` from their blobs (which must be in the store),
+/// bottom up, each with the lower trees below it and replacing its tree in one rename: what
+/// `verify --repair` does with a damaged tree. A layer with no tree is unpacked afresh.
+pub fn rebuild_layers(store: &Store, image: &Image, keys: &[TreeKey]) -> Result<(), UnpackError> {
+    let chains = crate::store::chain_ids(&image.layers);
+    let mut done: Vec<TreeKey> = Vec::new();
+    let mut trees: Vec<PathBuf> = Vec::with_capacity(image.layers.len());
+    for (i, l) in image.layers.iter().enumerate() {
+        let lower: Vec<PathBuf> = trees.iter().rev().cloned().collect();
+        let key = match staged::find(store, l, &chains[i]) {
+            Some(key) => key,
+            None => {
+                if let Some(staged) = unpack_layer(store, l, &chains[i], Some(&lower))? {
+                    staged.decide(&lower)?;
+                }
+                found(store, l, &chains[i])?
+            }
+        };
+        if keys.contains(&key) && !done.contains(&key) {
+            staged::rebuild_layer(store, l, &key, &lower)?;
+            done.push(key.clone());
+        }
+        trees.push(store.tree_path(&key));
+    }
+    Ok(())
+}
+
+/// Rebuilds the flat rootfs of `image` from its layer trees, replacing the one in place.
+pub fn rebuild_flat(store: &Store, image: &Image) -> Result<(), UnpackError> {
+    let layers = ensure_layers(store, image)?;
+    build_flat(store, image, &layers, true).map(drop)
+}
+
 /// Builds the tree `key` names once, whoever asks: under its lock, in a fresh staging
-/// directory that `build` fills, renamed into place only when `build` succeeded; a failed
-/// build leaves nothing behind. A no-op when another process built it first.
+/// directory that `build` fills, synced, its record written durably, and only then renamed
+/// into place (with `replace`, swapped with the tree there in one rename); a failed build
+/// leaves nothing behind. Without `replace`, a no-op when another process built it first.
+/// `build` returns the content hashes it saw written, so the record reads no file again.
 fn build_tree(
     store: &Store,
     key: &TreeKey,
     staging_name: &str,
-    build: impl FnOnce(&Path) -> Result<(), UnpackError>,
+    replace: bool,
+    build: impl FnOnce(&Path) -> Result<Hashes, UnpackError>,
 ) -> Result<PathBuf, UnpackError> {
     let dest = store.tree_path(key);
     let _lock = store.lock_tree(key)?;
-    if store.has_tree(&dest) {
+    if !replace && store.has_complete_tree(key) {
         return Ok(dest);
     }
+    let _op = store.begin_write()?;
+    if !replace {
+        store.clear_incomplete(key)?;
+    }
+    store.forget_checked(key);
     let staging = store.staging_dir(staging_name)?;
-    let result = build(&staging).and_then(|()| {
-        store
-            .commit_staged(&staging, &dest)
-            .map_err(UnpackError::from)
-    });
-    if result.is_err() {
+    let result = (|| {
+        // Opened before anything is written, so its syncfs reports every writeback error
+        // since (an fd opened later would miss those another syncfs already saw).
+        let f = File::open(&staging).map_err(|e| UnpackError::Dir {
+            op: "opening",
+            path: staging.clone(),
+            source: e,
+        })?;
+        let hashes = build(&staging)?;
+        let record = record::walk(&staging, record::Depth::Content(&hashes)).map_err(|e| {
+            UnpackError::Dir {
+                op: "recording",
+                path: staging.clone(),
+                source: e,
+            }
+        })?;
+        // One syncfs per tree: cheaper than fsync per file, and neither the record nor the
+        // rename that makes the tree visible may reach the disk before the tree does. An
+        // error is final: the tree is dropped and built afresh next time, never re-synced.
+        // SAFETY: plain syscall on a valid fd.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+            return Err(UnpackError::Dir {
+                op: "syncing",
+                path: staging.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        store.put_record(key, &record)?;
+        if replace {
+            store.replace_tree(&staging, key)?;
+        } else {
+            store.commit_staged(&staging, &dest)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() && staging.exists() {
         if let Err(e) = crate::fs::root::remove_dir_all(&staging) {
             tracing::warn!(path = %staging.display(), error = %e, "could not remove a failed tree; the next run will");
         }
@@ -276,7 +398,18 @@ pub fn ensure_flat(
     layers: &[PathBuf],
 ) -> Result<PathBuf, UnpackError> {
     let key = TreeKey::Flat(image.manifest.clone());
-    build_tree(store, &key, &key.lock_name(), |staging| {
+    let replace = store.has_complete_tree(&key) && !reusable(store, &key, store.shutdown()?)?;
+    build_flat(store, image, layers, replace)
+}
+
+fn build_flat(
+    store: &Store,
+    image: &Image,
+    layers: &[PathBuf],
+    replace: bool,
+) -> Result<PathBuf, UnpackError> {
+    let key = TreeKey::Flat(image.manifest.clone());
+    build_tree(store, &key, &key.lock_name(), replace, |staging| {
         flatten(layers, staging)?;
         let root = Root::open(staging)?;
         for m in MOUNTPOINTS {
@@ -285,7 +418,8 @@ pub fn ensure_flat(
                 root.mountpoint(&p, crate::fs::root::NodeKind::Dir)?;
             }
         }
-        Ok(())
+        // A flattened tree is copied, not streamed: its record hashes what it holds.
+        Ok(Hashes::new())
     })
 }
 
@@ -351,7 +485,7 @@ fn apply_entries<R: Read>(
     lower: Option<&[Root]>,
     stream: R,
     layer: &Digest,
-) -> Result<(Vec<InnerPath>, bool), UnpackError> {
+) -> Result<entry::Finished, UnpackError> {
     let mut applier = entry::Applier::new(root, lower);
     let mut archive = archive::Archive::new(stream);
     let read_err = |source| UnpackError::Archive {
@@ -372,14 +506,12 @@ fn apply_entries<R: Read>(
         entry,
         source,
     };
-    let (implied, depends) = applier.finish().map_err(entry_err)?;
-    match lower {
-        Some(lowers) => {
-            implied::decide(root, lowers, &implied).map_err(entry_err)?;
-            Ok((Vec::new(), depends))
-        }
-        None => Ok((implied, depends)),
+    let mut finished = applier.finish().map_err(entry_err)?;
+    if let Some(lowers) = lower {
+        implied::decide(root, lowers, &finished.implied).map_err(entry_err)?;
+        finished.implied = Vec::new();
     }
+    Ok(finished)
 }
 
 /// Streams blob → decompressor → hasher → tar entries into `dir`, then checks the diff_id.
@@ -390,7 +522,7 @@ fn extract(
     layer: &Layer,
     lower: Option<&[PathBuf]>,
     dir: &Path,
-) -> Result<(Vec<InnerPath>, bool), UnpackError> {
+) -> Result<entry::Finished, UnpackError> {
     let blob = store.open_blob(&layer.blob.digest)?;
     let stream =
         decompressor(layer, blob).map_err(|e| io_err(layer, "starting decompression", e))?;

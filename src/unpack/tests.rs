@@ -83,7 +83,7 @@ fn which_layers_depend_on_their_lowers() {
     let depends = |entries: &[E]| {
         let t = tempfile::tempdir().unwrap();
         let root = Root::open(t.path()).unwrap();
-        apply_entries(&root, Some(&[]), &layer(entries)[..], &Digest::of(b"")).map(|r| r.1)
+        apply_entries(&root, Some(&[]), &layer(entries)[..], &Digest::of(b"")).map(|r| r.depends)
     };
     use E::*;
     assert!(
@@ -111,12 +111,13 @@ fn which_layers_depend_on_their_lowers() {
     let lower = [Root::open(lo.path()).unwrap()];
     let t = tempfile::tempdir().unwrap();
     let root = Root::open(t.path()).unwrap();
-    let (_, d) = apply_entries(
+    let d = apply_entries(
         &root,
         Some(&lower),
         &layer(&[Link("y", "x")])[..],
         &Digest::of(b""),
     )
-    .unwrap();
+    .unwrap()
+    .depends;
     assert!(d, "links a lower file");
 }
